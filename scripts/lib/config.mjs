@@ -1,0 +1,48 @@
+// The local stack's fixed facts: ports, URLs and the Supabase CLI's well-known local keys.
+// Every script and test reads them from here, so there is one place to change a port.
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { SignJWT } from 'jose';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const LOCAL_DIR = path.join(ROOT, '.local');
+
+export const PORTS = {
+  gateway: 54321, // Kong's place: /rest/v1 and /functions/v1
+  db: 54322,
+  postgrest: 54330, // internal, reached through the gateway
+  postgrestAdmin: 54331, // PostgREST's /live and /ready
+};
+
+export const API_URL = `http://127.0.0.1:${PORTS.gateway}`;
+export const DB_URL = `postgresql://postgres:postgres@127.0.0.1:${PORTS.db}/postgres`;
+
+// The Supabase CLI's local defaults (the same on every developer machine; never used in production).
+export const JWT_SECRET = 'super-secret-jwt-token-with-at-least-32-characters-long';
+export const ANON_KEY =
+  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0';
+export const SERVICE_ROLE_KEY =
+  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0.EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU';
+
+/**
+ * Signs an access token shaped like the ones GoTrue issues, so PostgREST, the gateway and
+ * RLS see a signed-in user. `appMetadata` lands in `app_metadata` (e.g. `{ platform_admin: true }`).
+ */
+export async function signUserToken({ id, email, appMetadata = {}, userMetadata = {}, expiresIn = '1h' }) {
+  return new SignJWT({
+    sub: id,
+    email,
+    role: 'authenticated',
+    aud: 'authenticated',
+    aal: 'aal1',
+    session_id: crypto.randomUUID(),
+    is_anonymous: false,
+    app_metadata: { provider: 'email', providers: ['email'], ...appMetadata },
+    user_metadata: userMetadata,
+  })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuer(`${API_URL}/auth/v1`)
+    .setIssuedAt()
+    .setExpirationTime(expiresIn)
+    .sign(new TextEncoder().encode(JWT_SECRET));
+}
