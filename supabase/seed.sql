@@ -1,0 +1,1 @@
+-- Seed data for a fresh local database (applied by npm run stack:up / db:reset).
