@@ -1,0 +1,121 @@
+// The local gateway behaves like a hosted project's edge: Kong's key auth on /rest/v1, the
+// relay's JWT check on /functions/v1, CORS for browsers, JSON 404s.
+import { randomUUID } from 'node:crypto';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ANON_KEY, SERVICE_ROLE_KEY } from '../../scripts/lib/config.mjs';
+import { sql } from '../support/db.ts';
+import { apiUrl, clientFor } from '../support/supabase.ts';
+import { createUser, type TestUser } from '../support/users.ts';
+
+describe('/functions/v1', () => {
+  it('answers 404 JSON for an unknown function', async () => {
+    const res = await fetch(`${apiUrl}/functions/v1/no-such-function`);
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ code: 'NOT_FOUND', message: 'Requested function was not found' });
+  });
+
+  it('answers a CORS preflight without a JWT, even where verify_jwt is on', async () => {
+    const res = await fetch(`${apiUrl}/functions/v1/me`, {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'http://localhost:3000',
+        'access-control-request-method': 'GET',
+        'access-control-request-headers': 'authorization, apikey, x-client-info, content-type',
+      },
+    });
+    expect(res.status).toBeLessThan(300);
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+    const allowed = res.headers.get('access-control-allow-headers') ?? '';
+    for (const h of ['authorization', 'apikey', 'x-client-info', 'content-type', 'x-request-id']) {
+      expect(allowed).toContain(h);
+    }
+  });
+
+  it('answers 404 JSON for a path outside /rest/v1 and /functions/v1', async () => {
+    const res = await fetch(`${apiUrl}/nowhere`);
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toContain('application/json');
+  });
+});
+
+describe('/rest/v1', () => {
+  let user: TestUser;
+  let ownOrg: string;
+  let otherOrg: string;
+
+  beforeAll(async () => {
+    user = await createUser();
+    const other = await createUser();
+    const tag = randomUUID().slice(0, 8);
+    [{ id: ownOrg }] = await sql`
+      insert into public.organizations (name, slug, created_by)
+      values (${'Gateway Own ' + tag}, ${'gw-own-' + tag}, ${user.id}) returning id`;
+    [{ id: otherOrg }] = await sql`
+      insert into public.organizations (name, slug, created_by)
+      values (${'Gateway Other ' + tag}, ${'gw-other-' + tag}, ${other.id}) returning id`;
+    await sql`
+      insert into public.organization_members (organization_id, user_id, role)
+      values (${ownOrg}, ${user.id}, 'owner'), (${otherOrg}, ${other.id}, 'owner')
+      on conflict do nothing`;
+  });
+
+  it('refuses a request with no API key, as Kong does', async () => {
+    const res = await fetch(`${apiUrl}/rest/v1/organizations?select=id`);
+    expect(res.status).toBe(401);
+    expect(await res.json()).toEqual({ message: 'No API key found in request' });
+  });
+
+  it('refuses an unknown API key', async () => {
+    const res = await fetch(`${apiUrl}/rest/v1/organizations?select=id`, { headers: { apikey: 'not-a-key' } });
+    expect(res.status).toBe(401);
+  });
+
+  it('lets preflights through without a key', async () => {
+    const res = await fetch(`${apiUrl}/rest/v1/organizations`, {
+      method: 'OPTIONS',
+      headers: { origin: 'http://localhost:3000', 'access-control-request-method': 'GET' },
+    });
+    expect(res.status).toBeLessThan(300);
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+  });
+
+  it('serves supabase-js as the caller, so RLS applies', async () => {
+    const { data, error } = await clientFor(user.token).from('organizations').select('id');
+    expect(error).toBeNull();
+    const ids = (data ?? []).map((r) => r.id);
+    expect(ids).toContain(ownOrg);
+    expect(ids).not.toContain(otherOrg);
+  });
+
+  it('acts with the apikey role when there is no Authorization header (apikey as header or query)', async () => {
+    const byHeader = await fetch(`${apiUrl}/rest/v1/organizations?select=id&id=eq.${otherOrg}`, {
+      headers: { apikey: SERVICE_ROLE_KEY },
+    });
+    expect(byHeader.status).toBe(200);
+    expect(await byHeader.json()).toEqual([{ id: otherOrg }]);
+
+    // The key is removed from the query string, so PostgREST does not read it as a filter.
+    const byQuery = await fetch(`${apiUrl}/rest/v1/organizations?select=id&id=eq.${otherOrg}&apikey=${SERVICE_ROLE_KEY}`);
+    expect(byQuery.status).toBe(200);
+    expect(await byQuery.json()).toEqual([{ id: otherOrg }]);
+
+    const anonRoot = await fetch(`${apiUrl}/rest/v1/?apikey=${ANON_KEY}`);
+    expect(anonRoot.status).toBe(200);
+    await anonRoot.body?.cancel();
+  });
+
+  it('passes writes through with their body and status', async () => {
+    const res = await fetch(`${apiUrl}/rest/v1/organizations?id=eq.${ownOrg}`, {
+      method: 'PATCH',
+      headers: {
+        apikey: SERVICE_ROLE_KEY,
+        authorization: `Bearer ${SERVICE_ROLE_KEY}`,
+        'content-type': 'application/json',
+        prefer: 'return=representation',
+      },
+      body: JSON.stringify({ name: 'Renamed through the gateway' }),
+    });
+    expect(res.status).toBe(200);
+    expect((await res.json())[0]).toMatchObject({ id: ownOrg, name: 'Renamed through the gateway' });
+  });
+});

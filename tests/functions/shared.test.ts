@@ -1,0 +1,71 @@
+// The pure parts of functions/_shared (no Deno APIs), checked directly in node.
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { errorResponse, HttpError, toHttpError } from '../../functions/_shared/errors.ts';
+import { parse, parseJson } from '../../functions/_shared/validate.ts';
+
+function pgError(code: string, message: string, detail?: string): Error {
+  return Object.assign(new Error(message), { name: 'PostgresError', code, detail });
+}
+
+describe('toHttpError', () => {
+  it.each([
+    ['P0001', 'not_authorized', 403, 'not_authorized'],
+    ['P0001', 'organization_not_found', 404, 'organization_not_found'],
+    ['P0001', 'slug_already_exists', 409, 'slug_already_exists'],
+    ['P0001', 'insufficient_credits', 400, 'insufficient_credits'],
+    ['42501', 'last_owner_cannot_leave', 403, 'last_owner_cannot_leave'],
+    ['42501', 'permission denied for table organizations', 403, 'insufficient_privilege'],
+    ['23505', 'duplicate key value violates unique constraint "x"', 409, 'conflict'],
+    ['22P02', 'invalid input syntax for type uuid: "x"', 400, 'invalid_request'],
+    ['42P01', 'relation "public.x" does not exist', 500, 'internal_error'],
+  ])('maps SQLSTATE %s "%s" to %i %s', (sqlstate, message, status, code) => {
+    const err = toHttpError(pgError(sqlstate, message));
+    expect(err.status).toBe(status);
+    expect(err.code).toBe(code);
+    expect(err.message).not.toMatch(/"|public\.|for table/); // Postgres' own text (names) does not leak
+  });
+
+  it("uses the SQL's detail as the message of a stable code", () => {
+    expect(toHttpError(pgError('P0001', 'insufficient_credits', 'Insufficient AI credits')).message)
+      .toBe('Insufficient AI credits');
+  });
+
+  it('turns unknown errors into a 500 without a stack trace', async () => {
+    const res = errorResponse(new TypeError('x is undefined'));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toEqual({ error: { code: 'internal_error', message: 'Internal error' } });
+  });
+
+  it('keeps an HttpError as it is, details included', async () => {
+    const res = errorResponse(new HttpError(422, 'bad_thing', 'Bad thing', { a: 1 }));
+    expect(res.status).toBe(422);
+    expect(await res.json()).toEqual({ error: { code: 'bad_thing', message: 'Bad thing', details: { a: 1 } } });
+  });
+});
+
+describe('validate', () => {
+  const schema = z.object({ name: z.string().min(1), quantity: z.number().int().positive() });
+
+  it('returns the parsed value', () => {
+    expect(parse(schema, { name: 'a', quantity: 2 })).toEqual({ name: 'a', quantity: 2 });
+  });
+
+  it('throws 400 invalid_request with the zod issues', () => {
+    try {
+      parse(schema, { name: '', quantity: -1 });
+      expect.unreachable();
+    } catch (err) {
+      const e = err as HttpError;
+      expect(e.status).toBe(400);
+      expect(e.code).toBe('invalid_request');
+      const issues = (e.details as { issues: { path: string }[] }).issues;
+      expect(issues.map((i) => i.path).sort()).toEqual(['name', 'quantity']);
+    }
+  });
+
+  it('rejects a body that is not JSON', async () => {
+    const req = new Request('http://x/', { method: 'POST', body: '{nope' });
+    await expect(parseJson(req, schema)).rejects.toMatchObject({ status: 400, code: 'invalid_request' });
+  });
+});
