@@ -1,6 +1,11 @@
 -- =============================================================================================
 -- Foundation: privileges, the private schema, shared trigger helpers
 -- =============================================================================================
+
+-- Fail fast instead of queueing behind a long lock on a live database.
+set lock_timeout = '5s';
+set statement_timeout = '60s';
+
 -- Harden first. Supabase grants execute on every new function in public to anon and
 -- authenticated; here execute is granted per function, right under its definition, so a reader
 -- sees who may call what.

@@ -1,6 +1,11 @@
 -- =============================================================================================
 -- Domain events: an append-only outbox
 -- =============================================================================================
+
+-- Fail fast instead of queueing behind a long lock on a live database.
+set lock_timeout = '5s';
+set statement_timeout = '60s';
+
 -- Business changes append an event in the same transaction as the change itself; consumers
 -- (email, outbound webhooks) claim batches, process them, and mark them processed or failed.
 -- The table is private: payloads may carry secrets meant for one consumer (an invitation token

@@ -1,6 +1,11 @@
 -- =============================================================================================
 -- Tenancy: profiles, organizations, members with roles, invitations, platform admins
 -- =============================================================================================
+
+-- Fail fast instead of queueing behind a long lock on a live database.
+set lock_timeout = '5s';
+set statement_timeout = '60s';
+
 -- Every tenant row belongs to an organization; members read their organizations and nothing
 -- else. Writes that need rules (roles, the last owner, invitations) go through RPCs: a public
 -- security-invoker function that calls a security-definer function in private, which checks the
