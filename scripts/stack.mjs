@@ -8,7 +8,6 @@
 //   node scripts/stack.mjs status   what runs, where, with the keys
 //   node scripts/stack.mjs reset    a fresh database with the platform, migrations and seed
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
@@ -16,20 +15,18 @@ import {
   ROOT, LOCAL_DIR, PORTS, API_URL, DB_URL, JWT_SECRET, ANON_KEY, SERVICE_ROLE_KEY,
 } from './lib/config.mjs';
 import { isDatabaseBuilt, pushMigrations, rebuildDatabase } from './lib/db.mjs';
+import {
+  RUN_DIR, StackError, assertPortFree, pidFile, readPid, say, stopPid, tail, waitFor,
+} from './lib/processes.mjs';
 
 const PG_VERSION = 15;
 const PG_BIN = `/usr/lib/postgresql/${PG_VERSION}/bin`;
 const PG_SHARE = `/usr/share/postgresql/${PG_VERSION}`;
-const RUN_DIR = path.join(LOCAL_DIR, 'run');
 const LOG_DIR = path.join(LOCAL_DIR, 'logs');
 const IS_ROOT = process.getuid?.() === 0;
 // Postgres refuses to run as root, so as root the cluster belongs to the Debian `postgres` user.
 const PG_OS_USER = IS_ROOT ? 'postgres' : null;
 
-class StackError extends Error {}
-
-const say = (msg) => console.log(`[stack] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
 // Debian packages
@@ -62,87 +59,6 @@ function ensurePackages() {
   for (const args of [['update', '-qq'], ['install', '-y', '-qq', ...missing]]) {
     const r = spawnSync('apt-get', args, { stdio: ['ignore', 'inherit', 'inherit'], env });
     if (r.status !== 0) throw new StackError(`apt-get ${args[0]} failed (exit ${r.status}); fix the apt error above and run this again`);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes, pid files and ports
-// ---------------------------------------------------------------------------------------------
-const pidFile = (name) => path.join(RUN_DIR, `${name}.pid`);
-
-function isAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return e.code === 'EPERM';
-  }
-}
-
-/** The pid of a service we started, or null; a stale pid file is removed and reported. */
-function readPid(name) {
-  let pid;
-  try {
-    pid = Number(fs.readFileSync(pidFile(name), 'utf8').trim());
-  } catch {
-    return null;
-  }
-  if (pid > 0 && isAlive(pid)) return pid;
-  say(`removing stale pid file for ${name} (process ${pid} is gone)`);
-  fs.rmSync(pidFile(name), { force: true });
-  return null;
-}
-
-function portInUse(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => resolve(false));
-    socket.setTimeout(1000, () => { socket.destroy(); resolve(false); });
-  });
-}
-
-async function assertPortFree(port, what) {
-  if (await portInUse(port)) {
-    throw new StackError(
-      `port ${port} (${what}) is already taken by another process. Find it with \`ss -ltnp 'sport = :${port}'\` and stop it, ` +
-        `or stop a stack started from another checkout with \`npm run stack:down\` there.`,
-    );
-  }
-}
-
-async function waitFor(what, check, { timeoutMs = 30000, onTimeout, child } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    if (child && child.exitCode !== null) {
-      throw new StackError(`${what} exited (code ${child.exitCode}) while starting${onTimeout ? `:\n${onTimeout()}` : ''}`);
-    }
-    try {
-      if (await check()) return;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(200);
-  }
-  throw new StackError(`${what} did not become ready within ${timeoutMs / 1000}s${last ? ` (${last.message})` : ''}${onTimeout ? `\n${onTimeout()}` : ''}`);
-}
-
-async function stopPid(name) {
-  const pid = readPid(name);
-  if (!pid) return false;
-  try { process.kill(pid, 'SIGTERM'); } catch { /* already gone */ }
-  for (let i = 0; i < 50 && isAlive(pid); i++) await sleep(100);
-  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
-  fs.rmSync(pidFile(name), { force: true });
-  return true;
-}
-
-function tail(file, lines = 20) {
-  try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
   }
 }
 
