@@ -55,7 +55,8 @@ export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (isPgError(err)) {
     if (STABLE_CODE.test(err.message)) {
-      const status = err.code === '42501' ? 403 : statusForCode(err.message);
+      // PTxyz is PostgREST's convention for "answer with HTTP xyz"; honour it here too.
+      const status = err.code === '42501' ? 403 : /^PT\d{3}$/.test(err.code) ? Number(err.code.slice(2)) : statusForCode(err.message);
       return new HttpError(status, err.message, err.detail || err.message.replaceAll('_', ' '));
     }
     if (err.code === '42501') return new HttpError(403, 'insufficient_privilege', 'Permission denied');

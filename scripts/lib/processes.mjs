@@ -57,6 +57,12 @@ export async function assertPortFree(port, what) {
   }
 }
 
+/**
+ * Polls `check` until it answers true; fails at the deadline, or at once when `child` exited.
+ * @param {string} what
+ * @param {() => Promise<boolean>} check
+ * @param {{ timeoutMs?: number, onTimeout?: () => string, child?: import('node:child_process').ChildProcess }} [options]
+ */
 export async function waitFor(what, check, { timeoutMs = 30000, onTimeout, child } = {}) {
   const deadline = Date.now() + timeoutMs;
   let last;

@@ -10,7 +10,10 @@ set statement_timeout = '60s';
 -- authenticated; here execute is granted per function, right under its definition, so a reader
 -- sees who may call what.
 
-alter default privileges in schema public revoke execute on functions from public;
+-- Postgres itself lets PUBLIC execute every new function; that default is global, so it is
+-- revoked globally (a per-schema revoke cannot remove it). Supabase's own per-schema grants to
+-- anon and authenticated are revoked for public and private below.
+alter default privileges revoke execute on functions from public;
 alter default privileges in schema public revoke execute on functions from anon, authenticated;
 
 -- ---------------------------------------------------------------------------------------------
@@ -24,7 +27,6 @@ comment on schema private is
 revoke all on schema private from public;
 grant usage on schema private to authenticated, service_role;
 
-alter default privileges in schema private revoke execute on functions from public;
 alter default privileges in schema private revoke execute on functions from anon, authenticated;
 alter default privileges in schema private revoke all on tables from anon, authenticated;
 alter default privileges in schema private revoke all on sequences from anon, authenticated;

@@ -15,7 +15,7 @@ set statement_timeout = '60s';
 -- PostgREST answers with:
 --   28000 not_authenticated (no signed-in user)             -> 403
 --   42501 not_authorized (the caller's role is not enough)  -> 403
---   P0002 *_not_found                                       -> 404
+--   PT404 *_not_found                                       -> 404 (PostgREST answers PTxyz with status xyz)
 --   22023 invalid_* (bad input)                             -> 400
 --   23505 slug_taken, already_member                        -> 409
 --   P0001 last_owner, invitation_* (a business rule)        -> 400
@@ -115,6 +115,25 @@ create index organizations_created_by_idx on public.organizations (created_by);
 create trigger organizations_set_updated_at
 before update on public.organizations
 for each row execute function private.set_updated_at();
+
+-- The same slug and name rules on every write path (RPC, direct update, Studio): trimmed, and
+-- the slug lower-cased, before the check constraints look at them.
+create function private.normalize_organization()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  new.name := btrim(new.name);
+  new.slug := lower(btrim(new.slug));
+  return new;
+end
+$$;
+comment on function private.normalize_organization() is 'Trigger: trims the name and lower-cases the slug of an organization.';
+
+create trigger organizations_normalize
+before insert or update of name, slug on public.organizations
+for each row execute function private.normalize_organization();
 
 create table public.organization_members (
   organization_id uuid not null references public.organizations (id) on delete cascade,
@@ -355,9 +374,9 @@ create policy "Owners and admins can read their organization's invitations"
 on public.organization_invitations for select to authenticated
 using (organization_id in (select private.organization_ids_with_role('{owner,admin}')));
 
-create policy "Owners and admins can revoke their organization's invitations"
+create policy "Owners and admins can revoke their organization's pending invitations"
 on public.organization_invitations for delete to authenticated
-using (organization_id in (select private.organization_ids_with_role('{owner,admin}')));
+using (accepted_at is null and organization_id in (select private.organization_ids_with_role('{owner,admin}')));
 
 -- =============================================================================================
 -- RPCs
@@ -479,8 +498,7 @@ create function private.invite_member(
   p_organization_id uuid,
   p_email text,
   p_role text default 'member',
-  p_expires_in interval default interval '7 days',
-  p_now timestamptz default now()
+  p_expires_in interval default interval '7 days'
 )
 returns jsonb
 language plpgsql
@@ -515,7 +533,7 @@ begin
     raise exception using errcode = '23505', message = 'already_member', detail = format('%s is already a member.', v_email);
   end if;
 
-  v_expires_at := p_now + p_expires_in;
+  v_expires_at := now() + p_expires_in;
   -- Inviting the same email again re-sends the pending invitation with a fresh token.
   insert into public.organization_invitations (organization_id, email, role, token_hash, invited_by, expires_at)
   values (p_organization_id, v_email, v_role, encode(sha256(convert_to(v_token, 'UTF8')), 'hex'), v_user_id, v_expires_at)
@@ -532,9 +550,9 @@ begin
                             'token', v_token, 'expires_at', v_expires_at);
 end
 $$;
-comment on function private.invite_member(uuid, text, text, interval, timestamptz) is
+comment on function private.invite_member(uuid, text, text, interval) is
   'Creates (or re-sends) an invitation; returns its id and the one-time token.';
-grant execute on function private.invite_member(uuid, text, text, interval, timestamptz) to authenticated;
+grant execute on function private.invite_member(uuid, text, text, interval) to authenticated;
 
 create function public.invite_member(p_organization_id uuid, p_email text, p_role text default 'member')
 returns jsonb
@@ -551,7 +569,9 @@ grant execute on function public.invite_member(uuid, text, text) to authenticate
 -- ---------------------------------------------------------------------------------------------
 -- accept_invitation
 -- ---------------------------------------------------------------------------------------------
-create function private.accept_invitation(p_token text, p_now timestamptz default now())
+-- No p_now here: authenticated may execute this function, and a caller-chosen clock would
+-- let an expired invitation through. Tests move expires_at instead.
+create function private.accept_invitation(p_token text)
 returns jsonb
 language plpgsql
 security definer
@@ -564,18 +584,18 @@ declare
   v_role public.organization_role;
 begin
   if p_token is null or p_token !~ '^[0-9a-f]{64}$' then
-    raise exception using errcode = 'P0002', message = 'invitation_not_found', detail = 'No invitation matches this token.';
+    raise exception using errcode = 'PT404', message = 'invitation_not_found', detail = 'No invitation matches this token.';
   end if;
   select * into v_invitation from public.organization_invitations
   where token_hash = encode(sha256(convert_to(p_token, 'UTF8')), 'hex')
   for update;
   if not found then
-    raise exception using errcode = 'P0002', message = 'invitation_not_found', detail = 'No invitation matches this token.';
+    raise exception using errcode = 'PT404', message = 'invitation_not_found', detail = 'No invitation matches this token.';
   end if;
   if v_invitation.accepted_at is not null then
     raise exception using errcode = 'P0001', message = 'invitation_already_accepted', detail = 'This invitation has been used.';
   end if;
-  if v_invitation.expires_at <= p_now then
+  if v_invitation.expires_at <= now() then
     raise exception using errcode = 'P0001', message = 'invitation_expired', detail = 'This invitation has expired: ask for a new one.';
   end if;
   select lower(email) into v_email from auth.users where id = v_user_id;
@@ -591,15 +611,15 @@ begin
   select role into v_role from public.organization_members
   where organization_id = v_invitation.organization_id and user_id = v_user_id;
 
-  update public.organization_invitations set accepted_at = p_now, accepted_by = v_user_id where id = v_invitation.id;
+  update public.organization_invitations set accepted_at = now(), accepted_by = v_user_id where id = v_invitation.id;
 
   perform private.append_domain_event(v_invitation.organization_id, 'member.joined',
     jsonb_build_object('user_id', v_user_id, 'role', v_role, 'invitation_id', v_invitation.id));
   return jsonb_build_object('organization_id', v_invitation.organization_id, 'role', v_role);
 end
 $$;
-comment on function private.accept_invitation(text, timestamptz) is 'Accepts an invitation for the current user.';
-grant execute on function private.accept_invitation(text, timestamptz) to authenticated;
+comment on function private.accept_invitation(text) is 'Accepts an invitation for the current user.';
+grant execute on function private.accept_invitation(text) to authenticated;
 
 create function public.accept_invitation(p_token text)
 returns jsonb
@@ -637,7 +657,7 @@ begin
   where organization_id = p_organization_id and user_id = p_user_id
   for update;
   if v_old_role is null then
-    raise exception using errcode = 'P0002', message = 'member_not_found', detail = 'That user is not a member of this organization.';
+    raise exception using errcode = 'PT404', message = 'member_not_found', detail = 'That user is not a member of this organization.';
   end if;
   if v_caller_role <> 'owner' and ('owner' in (v_old_role, v_new_role)) then
     raise exception using errcode = '42501', message = 'not_authorized', detail = 'Only owners can grant or take away the owner role.';
@@ -684,7 +704,7 @@ begin
   where organization_id = p_organization_id and user_id = p_user_id
   for update;
   if v_role is null then
-    raise exception using errcode = 'P0002', message = 'member_not_found', detail = 'That user is not a member of this organization.';
+    raise exception using errcode = 'PT404', message = 'member_not_found', detail = 'That user is not a member of this organization.';
   end if;
   if v_role = 'owner' and v_caller_role <> 'owner' then
     raise exception using errcode = '42501', message = 'not_authorized', detail = 'Only owners can remove owners.';

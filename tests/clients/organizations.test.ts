@@ -130,8 +130,8 @@ describe('invitations', () => {
     await backendFor(bob).organizations.accept(ticket.token);
     await rejection(backendFor(bob).organizations.accept(ticket.token), 'invitation_already_accepted');
     const unknown = await rejection(backendFor(bob).organizations.accept('0'.repeat(64)), 'invitation_not_found');
-    // P0002; PostgREST 12 answers it with 500, not the 404 the migration's header expects.
-    expect(unknown.sqlstate).toBe('P0002');
+    // Raised with SQLSTATE PT404, which PostgREST answers with HTTP 404.
+    expect(unknown).toMatchObject({ status: 404, sqlstate: 'PT404' });
     await rejection(backendFor(bob).organizations.accept('not a token'), 'invitation_not_found');
   });
 
@@ -288,7 +288,7 @@ describe('typed errors', () => {
     const org = await createOrganization(alice);
     const owner = backendFor(alice).organizations;
     const missing = await rejection(owner.changeRole({ organizationId: org.id, userId: carol.id, role: 'admin' }), 'member_not_found');
-    expect(missing.sqlstate).toBe('P0002');
+    expect(missing).toMatchObject({ status: 404, sqlstate: 'PT404' });
     await rejection(owner.remove({ organizationId: org.id, userId: carol.id }), 'member_not_found');
     const malformed = await rejection(owner.get('not-a-uuid'), 'invalid_input');
     expect(malformed).toMatchObject({ status: 400, sqlstate: '22P02' });

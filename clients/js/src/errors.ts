@@ -26,7 +26,7 @@ export const SERVER_ERROR_CODES = [
 
 /** Generic codes for errors the server did not name: mapped from SQLSTATE / HTTP status. */
 export const GENERIC_ERROR_CODES = [
-  'not_found', // P0002, PGRST116, 404
+  'not_found', // P0002, PT404, PGRST116, 404
   'conflict', // 23505 on a constraint we have no name for
   'invalid_input', // 22xxx, 23502, 23503, 23514, PGRST1xx: the request itself is malformed
   'network_error', // no HTTP response at all (server down, DNS, aborted)
@@ -138,6 +138,7 @@ export function errorCodeOf(error: PostgrestErrorLike, status: number): BackendE
     case 'PGRST303': // JWT claims invalid
       return 'not_authenticated';
     case 'P0002':
+    case 'PT404': // our SQL's not-found errors (PostgREST answers with 404)
     case 'PGRST116': // .single() on no rows
       return 'not_found';
     case '23505':
