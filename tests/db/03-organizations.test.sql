@@ -4,7 +4,7 @@
 -- Cast: alice creates Acme and is its owner; bob is Acme's admin, carol a member, dave billing;
 -- erin owns Globex; frank belongs to nothing.
 begin;
-select plan(47);
+select plan(50);
 
 select tests.create_user('alice@orgs.test');
 select tests.create_user('bob@orgs.test');
@@ -140,8 +140,16 @@ select isnt_empty($$ update public.organizations set name = 'Acme Corporation' w
   'alice, the owner, renames Acme');
 
 select tests.authenticate_as('bob@orgs.test');
-select isnt_empty($$ update public.organizations set name = 'Acme Corp.' where slug = 'acme-orgs-test' returning id $$,
+select isnt_empty($$ update public.organizations set name = '  Acme Corp.  ' where slug = 'acme-orgs-test' returning id $$,
   'bob, an admin, renames Acme');
+select isnt_empty($$ update public.organizations set slug = '  ACME-Renamed-Orgs-Test ' where slug = 'acme-orgs-test' returning id $$,
+  'bob, an admin, changes Acme''s slug');
+select is((select slug from public.organizations where name = 'Acme Corp.'), 'acme-renamed-orgs-test',
+  'a direct update is normalised like the RPC: the name and slug are trimmed and the slug lower-cased');
+select throws_ok($$ update public.organizations set slug = 'globex-orgs-test' where slug = 'acme-renamed-orgs-test' $$,
+  '23505', 'duplicate key value violates unique constraint "organizations_slug_key"',
+  'a direct slug change cannot take another organization''s slug');
+update public.organizations set slug = 'acme-orgs-test' where slug = 'acme-renamed-orgs-test';
 select throws_ok($$ update public.organizations set slug = 'Not A Slug' where slug = 'acme-orgs-test' $$,
   '23514', 'new row for relation "organizations" violates check constraint "organizations_slug_check"',
   'a direct slug change is still held to the slug rules');
@@ -161,8 +169,9 @@ select is_empty($$ update public.organizations set name = 'Erin''s' where slug =
   'erin, from another organization, cannot rename Acme (no row is updated)');
 
 select tests.reset_role();
-select is((select name from public.organizations where slug = 'acme-orgs-test'), 'Acme Corp.',
-  'Acme carries the admin''s name, untouched by the refused attempts');
+select results_eq($$ select name, slug from public.organizations where slug like 'acme%orgs-test' $$,
+  $$ values ('Acme Corp.', 'acme-orgs-test') $$,
+  'Acme carries the admin''s name and slug, untouched by the refused attempts');
 
 -- ---------------------------------------------------------------------------------------------
 -- Deleting
