@@ -66,14 +66,18 @@ begin
   else
     update public.profiles p
     set email = new.email,
-        -- Metadata wins only when it changed, so a name the user edited is not overwritten by
-        -- an unrelated auth update (a sign-in, a password change).
-        full_name = case when new.raw_user_meta_data is distinct from old.raw_user_meta_data
-                         then coalesce(new.raw_user_meta_data ->> 'full_name', new.raw_user_meta_data ->> 'name', p.full_name)
-                         else p.full_name end,
-        avatar_url = case when new.raw_user_meta_data is distinct from old.raw_user_meta_data
-                          then coalesce(new.raw_user_meta_data ->> 'avatar_url', new.raw_user_meta_data ->> 'picture', p.avatar_url)
-                          else p.avatar_url end
+        -- A name or avatar is copied only when that metadata key itself changed, so what the
+        -- user edited in their profile survives unrelated auth updates (sign-ins, a locale).
+        full_name = case
+          when coalesce(new.raw_user_meta_data ->> 'full_name', new.raw_user_meta_data ->> 'name')
+               is distinct from coalesce(old.raw_user_meta_data ->> 'full_name', old.raw_user_meta_data ->> 'name')
+          then coalesce(new.raw_user_meta_data ->> 'full_name', new.raw_user_meta_data ->> 'name', p.full_name)
+          else p.full_name end,
+        avatar_url = case
+          when coalesce(new.raw_user_meta_data ->> 'avatar_url', new.raw_user_meta_data ->> 'picture')
+               is distinct from coalesce(old.raw_user_meta_data ->> 'avatar_url', old.raw_user_meta_data ->> 'picture')
+          then coalesce(new.raw_user_meta_data ->> 'avatar_url', new.raw_user_meta_data ->> 'picture', p.avatar_url)
+          else p.avatar_url end
     where p.id = new.id
       and (new.email is distinct from old.email or new.raw_user_meta_data is distinct from old.raw_user_meta_data);
   end if;
@@ -169,6 +173,11 @@ security definer
 set search_path = ''
 as $$
 begin
+  -- A membership is (organization, user): moving it elsewhere is a remove and an add.
+  if tg_op = 'UPDATE' and (new.organization_id <> old.organization_id or new.user_id <> old.user_id) then
+    raise exception using errcode = '22023', message = 'membership_immutable',
+      detail = 'A membership cannot move to another organization or user: remove it and add a new one.';
+  end if;
   if old.role <> 'owner' or (tg_op = 'UPDATE' and new.role = 'owner') then
     return null;
   end if;
@@ -190,7 +199,7 @@ $$;
 comment on function private.keep_an_owner() is 'Trigger: refuses any change that would leave an organization without an owner.';
 
 create trigger organization_members_keep_an_owner
-after update of role or delete on public.organization_members
+after update or delete on public.organization_members
 for each row execute function private.keep_an_owner();
 
 -- ---------------------------------------------------------------------------------------------
@@ -320,7 +329,8 @@ stable
 security definer
 set search_path = ''
 as $$
-  select coalesce((auth.jwt() -> 'app_metadata' ->> 'platform_admin')::boolean, false)
+  -- Compared as JSON, so a malformed value means "no" instead of an error in every policy.
+  select coalesce(auth.jwt() -> 'app_metadata' -> 'platform_admin' = 'true'::jsonb, false)
       or exists (select 1 from private.platform_admins where user_id = (select auth.uid()))
 $$;
 comment on function private.is_platform_admin() is
@@ -374,7 +384,7 @@ create policy "Owners and admins can read their organization's invitations"
 on public.organization_invitations for select to authenticated
 using (organization_id in (select private.organization_ids_with_role('{owner,admin}')));
 
-create policy "Owners and admins can revoke their organization's pending invitations"
+create policy "Owners and admins can revoke pending invitations"
 on public.organization_invitations for delete to authenticated
 using (accepted_at is null and organization_id in (select private.organization_ids_with_role('{owner,admin}')));
 
@@ -607,14 +617,15 @@ begin
   insert into public.organization_members (organization_id, user_id, role, invited_by)
   values (v_invitation.organization_id, v_user_id, v_invitation.role, v_invitation.invited_by)
   on conflict (organization_id, user_id) do nothing;
+  if found then
+    perform private.append_domain_event(v_invitation.organization_id, 'member.joined',
+      jsonb_build_object('user_id', v_user_id, 'role', v_invitation.role, 'invitation_id', v_invitation.id));
+  end if;
   -- Already a member (joined another way): the invitation is used up, the role stays as it is.
   select role into v_role from public.organization_members
   where organization_id = v_invitation.organization_id and user_id = v_user_id;
 
   update public.organization_invitations set accepted_at = now(), accepted_by = v_user_id where id = v_invitation.id;
-
-  perform private.append_domain_event(v_invitation.organization_id, 'member.joined',
-    jsonb_build_object('user_id', v_user_id, 'role', v_role, 'invitation_id', v_invitation.id));
   return jsonb_build_object('organization_id', v_invitation.organization_id, 'role', v_role);
 end
 $$;

@@ -239,7 +239,7 @@ values ('05000000-0000-4000-8000-00000000c0c0', tests.get_user_id('frank@members
 select throws_ok($$
   update public.organization_members set organization_id = '05000000-0000-4000-8000-00000000e0e0'
   where organization_id = '05000000-0000-4000-8000-00000000c0c0' and user_id = tests.get_user_id('frank@members.test')
-$$, 'P0001', 'last_owner', 'even the superuser cannot move the last owner''s membership to another organization');
+$$, '22023', 'membership_immutable', 'even the superuser cannot move the last owner''s membership to another organization');
 
 select * from finish();
 rollback;

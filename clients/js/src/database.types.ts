@@ -6,7 +6,237 @@ export type Database = {
   
   "public": {
           Tables: {
-            "organization_invitations": {
+            "credit_action_costs": {
+                  Row: {
+                    "action_key": string,"amount": number,"pool_key": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "action_key": string,"amount": number,"pool_key": string
+                  }
+                  Update: {
+                    "action_key"?: string,"amount"?: number,"pool_key"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_action_costs_action_key_fkey"
+      columns: ["action_key"]
+isOneToOne: false
+      referencedRelation: "credit_actions"
+      referencedColumns: ["key"]
+    },{
+      foreignKeyName: "credit_action_costs_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    }
+                  ]
+                },"credit_actions": {
+                  Row: {
+                    "created_at": string,"description": string | null,"is_enabled": boolean,"key": string,"name": string,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"description"?: string | null,"is_enabled"?: boolean,"key": string,"name": string,"updated_at"?: string
+                  }
+                  Update: {
+                    "created_at"?: string,"description"?: string | null,"is_enabled"?: boolean,"key"?: string,"name"?: string,"updated_at"?: string
+                  }
+                  Relationships: [
+                    
+                  ]
+                },"credit_balances": {
+                  Row: {
+                    "available": number,"head_grant_id": string | null,"head_remaining": number,"low_threshold": number,"low_threshold_override": number | null,"next_expiry_at": string,"organization_id": string,"pool_key": string,"reserved": number
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "available"?: number,"head_grant_id"?: string | null,"head_remaining"?: number,"low_threshold"?: number,"low_threshold_override"?: number | null,"next_expiry_at"?: string,"organization_id": string,"pool_key": string,"reserved"?: number
+                  }
+                  Update: {
+                    "available"?: number,"head_grant_id"?: string | null,"head_remaining"?: number,"low_threshold"?: number,"low_threshold_override"?: number | null,"next_expiry_at"?: string,"organization_id"?: string,"pool_key"?: string,"reserved"?: number
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_balances_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_balances_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "credit_balances_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    }
+                  ]
+                },"credit_grants": {
+                  Row: {
+                    "amount": number,"created_at": string,"expired_at": string | null,"expires_at": string,"granted_by": string | null,"id": string,"kind": Database["public"]['Enums']["credit_grant_kind"],"metadata": NonNullable<Json>,"organization_id": string,"pool_key": string,"priority": number,"remaining": number,"source": string | null
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "amount": number,"created_at"?: string,"expired_at"?: string | null,"expires_at"?: string,"granted_by"?: string | null,"id"?: string,"kind": Database["public"]['Enums']["credit_grant_kind"],"metadata"?: NonNullable<Json>,"organization_id": string,"pool_key": string,"priority"?: number,"remaining": number,"source"?: string | null
+                  }
+                  Update: {
+                    "amount"?: number,"created_at"?: string,"expired_at"?: string | null,"expires_at"?: string,"granted_by"?: string | null,"id"?: string,"kind"?: Database["public"]['Enums']["credit_grant_kind"],"metadata"?: NonNullable<Json>,"organization_id"?: string,"pool_key"?: string,"priority"?: number,"remaining"?: number,"source"?: string | null
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_grants_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_grants_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "credit_grants_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    }
+                  ]
+                },"credit_ledger": {
+                  Row: {
+                    "action_key": string | null,"actor_id": string | null,"actor_role": string | null,"amount": number,"created_at": string,"grant_id": string | null,"id": number,"kind": Database["public"]['Enums']["credit_entry_kind"],"metadata": NonNullable<Json>,"organization_id": string,"pool_key": string,"quantity": number | null,"refund_of": string | null,"reservation_id": string | null,"transaction_id": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "action_key"?: string | null,"actor_id"?: string | null,"actor_role"?: string | null,"amount": number,"created_at"?: string,"grant_id"?: string | null,"id"?: never,"kind": Database["public"]['Enums']["credit_entry_kind"],"metadata"?: NonNullable<Json>,"organization_id": string,"pool_key": string,"quantity"?: number | null,"refund_of"?: string | null,"reservation_id"?: string | null,"transaction_id": string
+                  }
+                  Update: {
+                    "action_key"?: string | null,"actor_id"?: string | null,"actor_role"?: string | null,"amount"?: number,"created_at"?: string,"grant_id"?: string | null,"id"?: never,"kind"?: Database["public"]['Enums']["credit_entry_kind"],"metadata"?: NonNullable<Json>,"organization_id"?: string,"pool_key"?: string,"quantity"?: number | null,"refund_of"?: string | null,"reservation_id"?: string | null,"transaction_id"?: string
+                  }
+                  Relationships: [
+                    
+                  ]
+                },"credit_overages": {
+                  Row: {
+                    "amount": number,"billed_at": string | null,"created_at": string,"id": number,"organization_id": string,"pool_key": string,"reservation_id": string | null,"transaction_id": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "amount": number,"billed_at"?: string | null,"created_at"?: string,"id"?: never,"organization_id": string,"pool_key": string,"reservation_id"?: string | null,"transaction_id": string
+                  }
+                  Update: {
+                    "amount"?: number,"billed_at"?: string | null,"created_at"?: string,"id"?: never,"organization_id"?: string,"pool_key"?: string,"reservation_id"?: string | null,"transaction_id"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_overages_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_overages_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "credit_overages_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    }
+                  ]
+                },"credit_plan_allocations": {
+                  Row: {
+                    "allows_overage": boolean,"amount": number,"plan_key": string,"pool_key": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "allows_overage"?: boolean,"amount": number,"plan_key": string,"pool_key": string
+                  }
+                  Update: {
+                    "allows_overage"?: boolean,"amount"?: number,"plan_key"?: string,"pool_key"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_plan_allocations_plan_key_fkey"
+      columns: ["plan_key"]
+isOneToOne: false
+      referencedRelation: "credit_plans"
+      referencedColumns: ["key"]
+    },{
+      foreignKeyName: "credit_plan_allocations_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    }
+                  ]
+                },"credit_plans": {
+                  Row: {
+                    "created_at": string,"description": string | null,"is_active": boolean,"key": string,"name": string,"period": string,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"key": string,"name": string,"period"?: string,"updated_at"?: string
+                  }
+                  Update: {
+                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"key"?: string,"name"?: string,"period"?: string,"updated_at"?: string
+                  }
+                  Relationships: [
+                    
+                  ]
+                },"credit_pools": {
+                  Row: {
+                    "created_at": string,"description": string | null,"key": string,"name": string,"purchase_validity": string,"sort_order": number
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"description"?: string | null,"key": string,"name": string,"purchase_validity"?: string,"sort_order"?: number
+                  }
+                  Update: {
+                    "created_at"?: string,"description"?: string | null,"key"?: string,"name"?: string,"purchase_validity"?: string,"sort_order"?: number
+                  }
+                  Relationships: [
+                    
+                  ]
+                },"credit_reservations": {
+                  Row: {
+                    "action_key": string | null,"actor_role": string | null,"amounts": NonNullable<Json>,"charged": Json | null,"created_at": string,"created_by": string | null,"expires_at": string,"holds": NonNullable<Json>,"id": string,"idempotency_key": string | null,"metadata": NonNullable<Json>,"organization_id": string,"settled_at": string | null,"status": Database["public"]['Enums']["credit_reservation_status"]
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "action_key"?: string | null,"actor_role"?: string | null,"amounts": NonNullable<Json>,"charged"?: Json | null,"created_at"?: string,"created_by"?: string | null,"expires_at": string,"holds": NonNullable<Json>,"id"?: string,"idempotency_key"?: string | null,"metadata"?: NonNullable<Json>,"organization_id": string,"settled_at"?: string | null,"status"?: Database["public"]['Enums']["credit_reservation_status"]
+                  }
+                  Update: {
+                    "action_key"?: string | null,"actor_role"?: string | null,"amounts"?: NonNullable<Json>,"charged"?: Json | null,"created_at"?: string,"created_by"?: string | null,"expires_at"?: string,"holds"?: NonNullable<Json>,"id"?: string,"idempotency_key"?: string | null,"metadata"?: NonNullable<Json>,"organization_id"?: string,"settled_at"?: string | null,"status"?: Database["public"]['Enums']["credit_reservation_status"]
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_reservations_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_reservations_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    }
+                  ]
+                },"organization_invitations": {
                   Row: {
                     "accepted_at": string | null,"accepted_by": string | null,"created_at": string,"email": string,"expires_at": string,"id": string,"invited_by": string | null,"organization_id": string,"role": Database["public"]['Enums']["organization_role"],"token_hash": string,"updated_at": string
                   }
@@ -19,6 +249,12 @@ export type Database = {
                   }
                   Relationships: [
                     {
+      foreignKeyName: "organization_invitations_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
       foreignKeyName: "organization_invitations_organization_id_fkey"
       columns: ["organization_id"]
 isOneToOne: false
@@ -42,8 +278,46 @@ isOneToOne: false
       foreignKeyName: "organization_members_organization_id_fkey"
       columns: ["organization_id"]
 isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "organization_members_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
       referencedRelation: "organizations"
       referencedColumns: ["id"]
+    }
+                  ]
+                },"organization_plans": {
+                  Row: {
+                    "created_at": string,"organization_id": string,"period_end": string,"period_start": string,"plan_key": string,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"organization_id": string,"period_end": string,"period_start": string,"plan_key": string,"updated_at"?: string
+                  }
+                  Update: {
+                    "created_at"?: string,"organization_id"?: string,"period_end"?: string,"period_start"?: string,"plan_key"?: string,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "organization_plans_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "organization_plans_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "organization_plans_plan_key_fkey"
+      columns: ["plan_key"]
+isOneToOne: false
+      referencedRelation: "credit_plans"
+      referencedColumns: ["key"]
     }
                   ]
                 },"organizations": {
@@ -77,14 +351,83 @@ isOneToOne: false
                 }
           }
           Views: {
-            [_ in never]: never
+            "credit_balances_overview": {
+                  Row: {
+                    "available": number,"low_threshold": number,"next_expiry_at": string,"organization_id": string,"organization_name": string,"organization_slug": string,"period_end": string | null,"plan_key": string | null,"pool_key": string,"reserved": number
+                  }
+                  ComputedFields: never
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_balances_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    },{
+      foreignKeyName: "organization_plans_plan_key_fkey"
+      columns: ["plan_key"]
+isOneToOne: false
+      referencedRelation: "credit_plans"
+      referencedColumns: ["key"]
+    }
+                  ]
+                },"credit_grant_balances": {
+                  Row: {
+                    "amount": number,"created_at": string,"expired_at": string | null,"expires_at": string,"id": string,"is_head": boolean | null,"kind": Database["public"]['Enums']["credit_grant_kind"],"organization_id": string,"pool_key": string,"priority": number,"remaining": number | null,"source": string | null
+                  }
+                  ComputedFields: never
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_grants_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_grants_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "credit_grants_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    }
+                  ]
+                }
           }
           Functions: {
             "accept_invitation":
 { Args: { "p_token": string }; Returns: Json
                            },
+"change_plan":
+{ Args: { "p_now"?: string,"p_organization_id": string,"p_plan_key": string }; Returns: Json
+                           },
+"commit_reservation":
+{ Args: { "p_amounts"?: Json,"p_reservation_id": string }; Returns: Json
+                           },
+"consume_credits_batch":
+{ Args: { "p_items": Json,"p_organization_id": string }; Returns: Json
+                           },
+"consume_credits_rpc":
+{ Args: { "p_action_type": string,"p_idempotency_key"?: string,"p_metadata"?: Json,"p_organization_id": string,"p_quantity"?: number }; Returns: Json
+                           },
 "create_organization":
 { Args: { "p_name": string,"p_slug": string }; Returns: string
+                           },
+"get_credit_balances":
+{ Args: { "p_organization_id": string }; Returns: Json
+                           },
+"get_credit_usage":
+{ Args: { "p_from": string,"p_organization_id": string,"p_to": string }; Returns: {
+              "consumed": number,"day": string,"pool_key": string,"refunded": number
+            }[]
+                           },
+"grant_credits":
+{ Args: { "p_amount": number,"p_expires_at"?: string,"p_kind"?: string,"p_metadata"?: Json,"p_organization_id": string,"p_pool": string,"p_priority"?: number,"p_source"?: string }; Returns: Json
                            },
 "invite_member":
 { Args: { "p_email": string,"p_organization_id": string,"p_role"?: string }; Returns: Json
@@ -92,15 +435,27 @@ isOneToOne: false
 "leave_organization":
 { Args: { "p_organization_id": string }; Returns: undefined
                            },
+"refund_credits":
+{ Args: { "p_amounts"?: Json,"p_reason"?: string,"p_transaction_id": string }; Returns: Json
+                           },
+"release_reservation":
+{ Args: { "p_reservation_id": string }; Returns: Json
+                           },
 "remove_member":
 { Args: { "p_organization_id": string,"p_user_id": string }; Returns: undefined
+                           },
+"reserve_credits":
+{ Args: { "p_action_type"?: string,"p_amounts"?: Json,"p_idempotency_key"?: string,"p_metadata"?: Json,"p_organization_id": string,"p_quantity"?: number,"p_ttl"?: string }; Returns: Json
+                           },
+"set_credit_low_threshold":
+{ Args: { "p_organization_id": string,"p_pool": string,"p_threshold": number }; Returns: undefined
                            },
 "update_member_role":
 { Args: { "p_organization_id": string,"p_role": string,"p_user_id": string }; Returns: undefined
                            }
           }
           Enums: {
-            "organization_role": "owner"|"admin"|"member"|"billing"
+            "credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","organization_role": "owner"|"admin"|"member"|"billing"
           }
           CompositeTypes: {
             [_ in never]: never
@@ -216,7 +571,7 @@ export type CompositeTypes<
 export const Constants = {
   "public": {
           Enums: {
-            "organization_role": ["owner", "admin", "member", "billing"]
+            "credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"organization_role": ["owner", "admin", "member", "billing"]
           }
         }
 } as const
