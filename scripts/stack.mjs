@@ -150,10 +150,9 @@ unix_socket_directories = ''
 max_connections = 200
 shared_preload_libraries = 'pg_cron'
 cron.database_name = 'postgres'
-# A throwaway development database: durability traded for fast resets and tests.
-fsync = off
+# A development database: commits do not wait for the WAL flush (fast tests), but the cluster
+# stays crash-safe. Benchmarks turn synchronous_commit back on per session, as in production.
 synchronous_commit = off
-full_page_writes = off
 shared_buffers = 256MB
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
