@@ -793,6 +793,7 @@ declare
   v_remaining jsonb := '{}'::jsonb;
   v_draws jsonb;
   v_available bigint;
+  v_debit record;
   i integer;
 begin
   -- Validate everything before writing anything.
@@ -836,7 +837,9 @@ begin
     end if;
   end if;
 
-  -- Hot path: one pool, the head grant covers it, nothing has expired: one statement.
+  -- Hot path: the head grant of every pool covers the cost and nothing has expired. One pool:
+  -- one statement. Several pools: lock their rows in pool order (never a deadlock), check them
+  -- all, then debit them all in one statement, so a lacking pool leaves the others untouched.
   if p_quantity > 0 and cardinality(v_pools) = 1 then
     with debit as (
       update public.credit_balances b
@@ -853,9 +856,45 @@ begin
     )
     select available, low_threshold into v_after, v_threshold from debit;
     if found then
-      perform private.notify_credit_crossing(p_organization_id, v_pools[1], v_after + v_costs[1], v_after, v_threshold);
+      if v_after < v_threshold or v_after = 0 then
+        perform private.notify_credit_crossing(p_organization_id, v_pools[1], v_after + v_costs[1], v_after, v_threshold);
+      end if;
       v_result := jsonb_build_object('success', true, 'transaction_id', v_tx,
         'consumed', jsonb_build_object(v_pools[1], v_costs[1]), 'remaining', jsonb_build_object(v_pools[1], v_after));
+    end if;
+  elsif p_quantity > 0 then
+    select count(*) filter (where covered) into i from (
+      select b.head_remaining >= n.cost and b.next_expiry_at > v_now as covered
+      from public.credit_balances b join unnest(v_pools, v_costs) as n (pool_key, cost) on n.pool_key = b.pool_key
+      where b.organization_id = p_organization_id
+      order by b.pool_key
+      for update of b
+    ) locked;
+    if i = cardinality(v_pools) then
+      for v_debit in
+        with debit as (
+          update public.credit_balances b
+          set available = b.available - n.cost, head_remaining = b.head_remaining - n.cost
+          from unnest(v_pools, v_costs) as n (pool_key, cost)
+          where b.organization_id = p_organization_id and b.pool_key = n.pool_key
+          returning b.pool_key, b.available, b.head_grant_id, b.low_threshold, n.cost
+        ), entry as (
+          insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
+                                            quantity, actor_id, actor_role, metadata, created_at)
+          select v_tx, p_organization_id, debit.pool_key, 'consumption', -debit.cost, debit.head_grant_id, p_action_type,
+                 p_quantity, v_actor, v_role, v_metadata, v_now
+          from debit
+        )
+        select * from debit order by pool_key
+      loop
+        perform private.notify_credit_crossing(p_organization_id, v_debit.pool_key, v_debit.available + v_debit.cost,
+                                               v_debit.available, v_debit.low_threshold);
+        v_consumed := v_consumed || jsonb_build_object(v_debit.pool_key, v_debit.cost);
+        v_remaining := v_remaining || jsonb_build_object(v_debit.pool_key, v_debit.available);
+      end loop;
+      v_result := jsonb_build_object('success', true, 'transaction_id', v_tx, 'consumed', v_consumed, 'remaining', v_remaining);
+      v_consumed := '{}'::jsonb;
+      v_remaining := '{}'::jsonb;
     end if;
   end if;
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// `npm run bench:credits`: consume_credits_rpc against its ceiling and a naive baseline, with
+// pgbench on the local Postgres, all measured in one run. Prints one table (TPS, p50 and p99
+// latency, ratio to the ceiling at the same client count) and, after every scenario, whether
+// any balance went negative and whether the ledger reconciles.
+//
+// Commits are durable as in production (synchronous_commit = on for the benchmark sessions).
+// Options: --seconds=N per scenario (default 6), --clients=1,8,32
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { DB_URL, ROOT } from './lib/config.mjs';
+import { connect, runSqlFile } from './lib/db.mjs';
+
+const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
+const SECONDS = Number(arg('seconds', 6));
+const CLIENTS = arg('clients', '1,8,32').split(',').map(Number);
+const BENCH_DIR = path.join(ROOT, 'sql/bench');
+
+// Each scenario is a pgbench script; "hot" hits organization 1, "spread" one of 1,000.
+const pick = { hot: '\\set o 1', spread: '\\set o random(1, 1000)' };
+const SCENARIOS = [
+  { name: 'ceiling: bare conditional UPDATE', ceiling: true,
+    sql: 'update bench.bare_balances set available = available - 1 where organization_id = :o and available >= 1;' },
+  { name: 'naive: plpgsql lock, check, update, log',
+    sql: "select bench.naive_consume(:o, 'ai_chat', 1);" },
+  { name: 'consume_credits_rpc, one pool',
+    sql: "select public.consume_credits_rpc(bench.org_id(:o), 'ai_chat');" },
+  { name: 'consume_credits_rpc, two pools',
+    sql: "select public.consume_credits_rpc(bench.org_id(:o), 'bench_ai_whatsapp_reply');" },
+  { name: 'consume_credits_rpc, idempotency key',
+    sql: "\\set k random(1, 9000000000000000000)\nselect public.consume_credits_rpc(bench.org_id(:o), 'ai_chat', 1, 'bench-' || :client_id || '-' || :k);" },
+];
+
+function pgbench(script, clients) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-credits-'));
+  const file = path.join(dir, 'script.sql');
+  fs.writeFileSync(file, `${script}\n`);
+  const url = new URL(DB_URL);
+  const r = spawnSync('pgbench', [
+    '-h', url.hostname, '-p', url.port, '-U', url.username, '-n', '-M', 'prepared',
+    '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS),
+    '-l', '--log-prefix', path.join(dir, 'log'), '-f', file, 'postgres',
+  ], {
+    cwd: dir, encoding: 'utf8',
+    env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password), PGOPTIONS: '-c synchronous_commit=on' },
+  });
+  if (r.status !== 0) throw new Error(`pgbench failed:\n${r.stdout}\n${r.stderr}`);
+  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(r.stdout)?.[1]);
+  const failed = Number(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? 0);
+  // Per-transaction log lines: client_id transaction_no time_us script_no epoch epoch_us
+  const latencies = [];
+  for (const f of fs.readdirSync(dir).filter((f) => f.startsWith('log'))) {
+    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      const us = Number(line.split(' ')[2]);
+      if (us > 0) latencies.push(us);
+    }
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] / 1000;
+  return { tps, failed, p50: pct(50), p99: pct(99) };
+}
+
+async function check(sql) {
+  const [row] = await sql`
+    select
+      (select count(*) from bench.bare_balances where available < 0)
+      + (select count(*) from bench.naive_balances where available < 0)
+      + (select count(*) from public.credit_balances b join bench.orgs o on o.organization_id = b.organization_id where b.available < 0)
+        as negative,
+      (select count(*) from bench.orgs o, lateral private.verify_credit_ledger(o.organization_id) v where not v.ok) as unreconciled`;
+  return { negative: Number(row.negative), unreconciled: Number(row.unreconciled) };
+}
+
+const sql = connect();
+const rows = [];
+let allChecksOk = true;
+try {
+  console.log(`setting up 1,000 organizations (${SECONDS}s per scenario, clients ${CLIENTS.join('/')})...`);
+  await runSqlFile(sql, path.join(BENCH_DIR, 'credits-setup.sql'));
+  const ceilings = {};
+  for (const clients of CLIENTS) {
+    for (const where of ['hot', 'spread']) {
+      for (const scenario of SCENARIOS) {
+        const result = pgbench(`${pick[where]}\n${scenario.sql}`, clients);
+        if (scenario.ceiling) ceilings[`${where}/${clients}`] = result.tps;
+        const ok = await check(sql);
+        const clean = ok.negative === 0 && ok.unreconciled === 0 && result.failed === 0;
+        allChecksOk &&= clean;
+        rows.push({
+          scenario: scenario.name, where, clients, ...result,
+          ratio: result.tps / ceilings[`${where}/${clients}`],
+          check: clean ? 'ok' : `FAIL (negative ${ok.negative}, unreconciled ${ok.unreconciled}, failed tx ${result.failed})`,
+        });
+        process.stderr.write('.');
+      }
+    }
+  }
+  process.stderr.write('\n');
+} finally {
+  if (!process.argv.includes("--keep")) await runSqlFile(sql, path.join(BENCH_DIR, "credits-teardown.sql")).catch((e) => console.error(`teardown: ${e.message}`));
+  await sql.end();
+}
+
+const header = '| scenario | rows | clients | TPS | p50 ms | p99 ms | ratio to ceiling | balances ≥ 0, ledger reconciles |';
+console.log(`\n${header}\n|---|---|---:|---:|---:|---:|---:|---|`);
+for (const r of rows) {
+  console.log(`| ${r.scenario} | ${r.where} | ${r.clients} | ${Math.round(r.tps)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.ratio.toFixed(2)} | ${r.check} |`);
+}
+const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+console.log(`\nmachine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; PostgreSQL ${
+  spawnSync('pgbench', ['--version'], { encoding: 'utf8' }).stdout.trim()}; synchronous_commit=on; ${SECONDS}s per scenario`);
+console.log(allChecksOk ? 'checks: no balance went negative and every ledger reconciled after every scenario'
+  : 'checks: FAILED (see the table)');
+process.exit(allChecksOk ? 0 : 1);

@@ -1,0 +1,62 @@
+-- Benchmark fixtures for `npm run bench:credits` (scripts/bench-credits.mjs), in the local
+-- database only. Everything lives in the `bench` schema or in organizations whose slug starts
+-- with `bench-`, and scripts/bench-credits.mjs removes it all afterwards.
+drop schema if exists bench cascade;
+create schema bench;
+
+-- The ceiling: a bare balance table, one row per organization, updated by one statement.
+create table bench.bare_balances (organization_id integer primary key, available bigint not null check (available >= 0));
+insert into bench.bare_balances select g, 1000000000000 from generate_series(1, 1000) g;
+
+-- The naive baseline, written the way it usually is: lock the balance row, check it, update
+-- it, insert a log row, all in one plpgsql function.
+create table bench.naive_balances (organization_id integer primary key, available bigint not null check (available >= 0));
+create table bench.naive_log (id bigserial primary key, organization_id integer not null, action text not null,
+                              amount bigint not null, metadata jsonb, created_at timestamptz not null default now());
+create index on bench.naive_log (organization_id, created_at);
+insert into bench.naive_balances select g, 1000000000000 from generate_series(1, 1000) g;
+
+create function bench.naive_consume(p_organization_id integer, p_action text, p_amount bigint)
+returns jsonb
+language plpgsql
+as $$
+declare
+  v_available bigint;
+begin
+  select available into v_available from bench.naive_balances where organization_id = p_organization_id for update;
+  if v_available < p_amount then
+    return jsonb_build_object('success', false, 'error', 'insufficient_credits');
+  end if;
+  update bench.naive_balances set available = available - p_amount where organization_id = p_organization_id;
+  insert into bench.naive_log (organization_id, action, amount, metadata) values (p_organization_id, p_action, p_amount, '{}');
+  return jsonb_build_object('success', true, 'remaining', v_available - p_amount);
+end
+$$;
+
+-- Real organizations for consume_credits_rpc, numbered 1..1000 with ids pgbench can build
+-- from the number (bench.org_id), each with a grant large enough never to run out during the
+-- run (drawn first: priority 0).
+create function bench.org_id(p_n integer) returns uuid language sql immutable
+as $$ select ('00000000-0000-4000-8000-' || lpad(p_n::text, 12, '0'))::uuid $$;
+create table bench.orgs (n integer primary key, organization_id uuid not null);
+insert into public.organizations (id, name, slug)
+select bench.org_id(g), format('Bench %s', g), format('bench-%s', g) from generate_series(1, 1000) g;
+insert into bench.orgs select g, bench.org_id(g) from generate_series(1, 1000) g;
+
+do $$
+declare
+  v_org uuid;
+begin
+  for v_org in select organization_id from bench.orgs order by n loop
+    perform private.add_credit_grant(v_org, 'ai', 'manual', 1000000000, 'infinity', 0, 'bench', '{}', now());
+    perform private.add_credit_grant(v_org, 'whatsapp', 'manual', 1000000000, 'infinity', 0, 'bench', '{}', now());
+  end loop;
+end
+$$;
+
+-- A two-pool action (an AI reply sent on WhatsApp).
+insert into public.credit_actions (key, name) values ('bench_ai_whatsapp_reply', 'Bench: AI reply on WhatsApp');
+insert into public.credit_action_costs (action_key, pool_key, amount) values
+  ('bench_ai_whatsapp_reply', 'ai', 1), ('bench_ai_whatsapp_reply', 'whatsapp', 1);
+
+analyze;
