@@ -5,8 +5,9 @@
 // message is one of our codes it becomes `code`; otherwise (Postgres' own errors, PostgREST's,
 // the gateway's, the network) the SQLSTATE and HTTP status are mapped to the nearest code.
 
-/** Codes the SQL raises as the error message (supabase/migrations/*_tenancy.sql). */
+/** Codes the SQL raises as the error message (supabase/migrations/*_tenancy.sql, *_credits.sql). */
 export const SERVER_ERROR_CODES = [
+  // tenancy
   'not_authenticated',
   'not_authorized',
   'invalid_name',
@@ -22,12 +23,36 @@ export const SERVER_ERROR_CODES = [
   'invitation_email_mismatch',
   'member_not_found',
   'last_owner',
+  // credits (invalid_expiry above is shared with grant_credits)
+  'invalid_organization',
+  'invalid_quantity',
+  'invalid_metadata',
+  'invalid_idempotency_key',
+  'unknown_action',
+  'action_disabled',
+  'organization_not_found',
+  'idempotency_key_reused',
+  'invalid_amounts',
+  'pool_not_found',
+  'invalid_ttl',
+  'reservation_not_found',
+  'reservation_not_active',
+  'exceeds_reservation',
+  'invalid_amount',
+  'invalid_kind',
+  'invalid_priority',
+  'transaction_not_found',
+  'refund_exceeds_consumed',
+  'plan_not_found',
+  'invalid_threshold',
+  'invalid_items',
+  'invalid_range',
 ] as const;
 
 /** Generic codes for errors the server did not name: mapped from SQLSTATE / HTTP status. */
 export const GENERIC_ERROR_CODES = [
   'not_found', // P0002, PT404, PGRST116, 404
-  'conflict', // 23505 on a constraint we have no name for
+  'conflict', // 23505 on a constraint we have no name for, PT409
   'invalid_input', // 22xxx, 23502, 23503, 23514, PGRST1xx: the request itself is malformed
   'network_error', // no HTTP response at all (server down, DNS, aborted)
   'unknown',
@@ -143,6 +168,8 @@ export function errorCodeOf(error: PostgrestErrorLike, status: number): BackendE
       return 'not_found';
     case '23505':
       return constraintCode(error) ?? 'conflict';
+    case 'PT409': // our SQL's conflicts (PostgREST answers with 409)
+      return 'conflict';
     case '23514':
       return constraintCode(error) ?? 'invalid_input';
     case '23502':

@@ -3,10 +3,15 @@
 //   const backend = createBackendClient({ url, anonKey, accessToken: async () => token });
 //   const org = await backend.organizations.create({ name: 'Acme', slug: 'acme' });
 //
-// Methods throw BackendError (with a typed `code`) instead of returning `{ data, error }`.
+//   const charge = await backend.credits.consume({ organizationId: org.id, action: 'ai_chat' });
+//   if (!charge.success) showTopUp(charge.pool, charge.required, charge.available);
+//
+// Methods throw BackendError (with a typed `code`) instead of returning `{ data, error }`
+// (running out of credits is a result, not an error).
 // `backend.supabase` is the typed supabase-js client underneath, for anything not wrapped yet.
 import { createClient, type SupabaseClient, type SupabaseClientOptions } from '@supabase/supabase-js';
 import type { Database } from './database.types.ts';
+import { Credits } from './credits.ts';
 import { BackendError } from './errors.ts';
 import { Organizations } from './organizations.ts';
 import { jwtSubject } from './session.ts';
@@ -49,6 +54,8 @@ export interface BackendClient {
   /** The typed supabase-js client every module goes through. */
   readonly supabase: TypedSupabaseClient;
   readonly organizations: Organizations;
+  /** Credits: consume, balances, usage, reservations; grants and refunds for admins. */
+  readonly credits: Credits;
   /** The caller's user id (the token's `sub`), or null when anonymous. */
   currentUserId(): Promise<string | null>;
 }
@@ -84,11 +91,35 @@ export function createBackendClient(options: BackendClientOptions): BackendClien
   return {
     supabase,
     organizations: new Organizations({ supabase, requireUserId }),
+    credits: new Credits({ supabase }),
     currentUserId,
   };
 }
 
 export { Organizations, type OrganizationsContext } from './organizations.ts';
+export {
+  Credits,
+  type BatchItem,
+  type BatchItemResult,
+  type ChangePlanResult,
+  type CommitResult,
+  type ConsumeInput,
+  type ConsumeItemError,
+  type ConsumeResult,
+  type ConsumeSuccess,
+  type CreditBalance,
+  type CreditReservation,
+  type CreditsContext,
+  type CreditUsageRow,
+  type DryRunResult,
+  type GrantInput,
+  type GrantResult,
+  type InsufficientCredits,
+  type RefundResult,
+  type ReleaseResult,
+  type ReserveInput,
+  type ReserveResult,
+} from './credits.ts';
 export {
   BackendError,
   errorCodeOf,
@@ -104,6 +135,17 @@ export {
 export {
   ROLES,
   type AcceptedInvitation,
+  type CreditAction,
+  type CreditAmounts,
+  type CreditEntryKind,
+  type CreditGrantKind,
+  type CreditLedgerEntry,
+  type CreditPlan,
+  type CreditPool,
+  type CreditPoolKey,
+  type CreditReservationRow,
+  type CreditReservationStatus,
+  type KnownCreditPool,
   type Invitation,
   type InvitationTicket,
   type Member,

@@ -35,3 +35,29 @@ export interface AcceptedInvitation {
   organization_id: string;
   role: Role;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Credits
+// ---------------------------------------------------------------------------------------------
+
+/** The pools seeded by the migrations; pools are data, so others may exist. */
+export type KnownCreditPool = 'ai' | 'whatsapp' | 'email' | 'sms';
+/** A pool key: one of the known pools, or any other key of public.credit_pools. */
+export type CreditPoolKey = KnownCreditPool | (string & {});
+/** Credits per pool, e.g. `{ ai: 5 }`. */
+export type CreditAmounts = Record<string, number>;
+
+export type CreditGrantKind = Database['public']['Enums']['credit_grant_kind'];
+export type CreditEntryKind = Database['public']['Enums']['credit_entry_kind'];
+export type CreditReservationStatus = Database['public']['Enums']['credit_reservation_status'];
+
+/** A row of public.credit_pools. */
+export type CreditPool = Tables<'credit_pools'>;
+/** A row of public.credit_plans with its allocations per pool (by pool key). */
+export type CreditPlan = Tables<'credit_plans'> & { allocations: Tables<'credit_plan_allocations'>[] };
+/** A row of public.credit_actions with its cost per pool (by pool key). */
+export type CreditAction = Tables<'credit_actions'> & { costs: Tables<'credit_action_costs'>[] };
+/** A row of public.credit_ledger: one movement of one pool (amount signed: + in, - out). */
+export type CreditLedgerEntry = Tables<'credit_ledger'>;
+/** A row of public.credit_reservations. */
+export type CreditReservationRow = Tables<'credit_reservations'>;
