@@ -69,7 +69,7 @@ comment on table public.credit_plan_allocations is 'Credits a plan grants per po
 comment on column public.credit_plan_allocations.plan_key is 'The plan.';
 comment on column public.credit_plan_allocations.pool_key is 'The pool.';
 comment on column public.credit_plan_allocations.amount is 'Credits granted at the start of every period; they expire at its end.';
-comment on column public.credit_plan_allocations.allows_overage is 'Whether usage past the held or available credits is recorded as overage for billing instead of refused.';
+comment on column public.credit_plan_allocations.allows_overage is 'Whether a reservation may be committed beyond its hold and the available credits, the excess recorded as overage for billing instead of refused. consume_credits_rpc never overdraws.';
 
 create index credit_plan_allocations_pool_key_idx on public.credit_plan_allocations (pool_key);
 

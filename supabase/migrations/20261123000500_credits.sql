@@ -307,16 +307,21 @@ for each row execute function private.delete_organization_credit_history();
 -- The engine (private, security definer)
 -- =============================================================================================
 
--- Who is calling, for authorization and the ledger. Requests through the API carry JWT
--- claims; a direct database connection (another backend, a job) has none and is trusted like
--- the service role, since only roles with database credentials can open one.
+-- Who is calling, for authorization and the ledger. PostgREST (and the edge functions) switch
+-- to the caller's role and set its JWT claims; that switched role wins over the claims, so a
+-- session that became `authenticated` is never trusted more, whatever its claims say. A direct
+-- database connection that switched to no API role (another backend, a job) is trusted like
+-- the service role, since only holders of database credentials can open one.
 create function private.credit_caller_role()
 returns text
 language sql
 stable
 set search_path = ''
 as $$
-  select coalesce(nullif(auth.role(), ''), 'service_role')
+  select case
+    when current_setting('role', true) in ('anon', 'authenticated', 'service_role') then current_setting('role', true)
+    else coalesce(nullif(auth.role(), ''), 'service_role')
+  end
 $$;
 comment on function private.credit_caller_role() is 'The caller''s role from the JWT, or service_role for direct database connections.';
 grant execute on function private.credit_caller_role() to authenticated, service_role;
@@ -693,9 +698,10 @@ begin
   select array_agg(key order by key) into v_pools from public.credit_pools;
   v_pools := private.open_credit_pools(p_organization_id, v_pools, p_now);
 
-  -- Only what is left of the previous allocation expires; purchases and other grants stay.
+  -- The previous allocation ends now, including credits a reservation holds (a commit still
+  -- charges them; a release lets them expire). Purchases and other grants stay.
   update public.credit_grants set expires_at = p_now
-  where organization_id = p_organization_id and kind = 'plan_allocation' and remaining > 0 and expires_at > p_now;
+  where organization_id = p_organization_id and kind = 'plan_allocation' and expires_at > p_now;
 
   for v_allocation in
     select pool_key, amount from public.credit_plan_allocations where plan_key = p_plan_key and amount > 0 order by pool_key
@@ -1061,16 +1067,22 @@ begin
   end if;
   perform private.require_organization(p_organization_id);
 
+  v_open := private.open_credit_pools(p_organization_id, array(select jsonb_object_keys(v_amounts)), v_now);
+  -- Looked up under the pool locks, so a concurrent retry with the same key waits for the
+  -- first reserve to commit and then finds its reservation.
   if p_idempotency_key is not null then
     select * into v_existing from public.credit_reservations
     where organization_id = p_organization_id and idempotency_key = p_idempotency_key;
     if found then
+      if v_existing.amounts <> v_amounts or v_existing.action_key is distinct from p_action_type then
+        raise exception using errcode = 'PT409', message = 'idempotency_key_reused',
+          detail = 'This idempotency key was used for another reservation.';
+      end if;
+      perform private.close_credit_pools(p_organization_id, v_open, v_now);
       return jsonb_build_object('success', true, 'reservation_id', v_existing.id, 'status', v_existing.status,
         'held', v_existing.amounts, 'expires_at', v_existing.expires_at, 'idempotent_replay', true);
     end if;
   end if;
-
-  v_open := private.open_credit_pools(p_organization_id, array(select jsonb_object_keys(v_amounts)), v_now);
   for v_need in select key as pool, value::bigint as amount from jsonb_each_text(v_amounts) order by key loop
     v_available := private.pool_available(p_organization_id, v_need.pool, v_now);
     if v_available < v_need.amount then
@@ -1254,7 +1266,7 @@ as $$
   select private.commit_reservation(p_reservation_id, p_amounts)
 $$;
 comment on function public.commit_reservation(uuid, jsonb) is
-  'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. More than held is refused (exceeds_reservation) unless the plan allows overage. Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation.';
+  'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. Usage beyond the hold is drawn from available credits; beyond those it is recorded as overage where the plan allows it, else refused (exceeds_reservation). Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation.';
 grant execute on function public.commit_reservation(uuid, jsonb) to authenticated, service_role;
 
 create function private.release_reservation(p_reservation_id uuid)
@@ -1401,13 +1413,13 @@ begin
   v_open := private.open_credit_pools(v_org, v_pools, v_now);
   for v_refund in
     with consumed as (
-      select pool_key, -sum(amount) as amount, max(g.expires_at) as expires_at
+      select l.pool_key, (-sum(l.amount))::bigint as amount, max(g.expires_at) as expires_at
       from public.credit_ledger l left join public.credit_grants g on g.id = l.grant_id
       where l.transaction_id = p_transaction_id and l.kind = 'consumption'
-      group by pool_key
+      group by l.pool_key
     ), refunded as (
-      select pool_key, sum(amount) as amount from public.credit_ledger
-      where refund_of = p_transaction_id and kind = 'refund' group by pool_key
+      select l.pool_key, sum(l.amount)::bigint as amount from public.credit_ledger l
+      where l.refund_of = p_transaction_id and l.kind = 'refund' group by l.pool_key
     )
     select c.pool_key, c.amount - coalesce(r.amount, 0) as refundable, c.expires_at,
            case when p_amounts is null then c.amount - coalesce(r.amount, 0) else coalesce((p_amounts ->> c.pool_key)::bigint, 0) end as requested
@@ -1422,7 +1434,7 @@ begin
       -- The refund lives as long as the credits it gives back would have.
       perform private.add_credit_grant(v_org, v_refund.pool_key, 'refund', v_refund.requested,
         greatest(coalesce(v_refund.expires_at, 'infinity'), v_now + interval '1 day'), 100,
-        format('refund:%s', p_transaction_id), jsonb_build_object('reason', p_reason), v_now, 'refund', p_transaction_id, v_tx);
+        format('refund:%s', p_transaction_id), jsonb_strip_nulls(jsonb_build_object('reason', p_reason)), v_now, 'refund', p_transaction_id, v_tx);
       v_refunded := v_refunded || jsonb_build_object(v_refund.pool_key, v_refund.requested);
     end if;
   end loop;
@@ -1527,15 +1539,12 @@ grant execute on function public.set_credit_low_threshold(uuid, text, bigint) to
 -- =============================================================================================
 create function public.get_credit_balances(p_organization_id uuid)
 returns jsonb
-language plpgsql
+language sql
 stable
 security invoker
 set search_path = ''
 as $$
-begin
-  perform private.authorize_credit_caller(p_organization_id);
-  return private.credit_balances_at(p_organization_id, now());
-end
+  select private.credit_balances_at(p_organization_id, now())
 $$;
 comment on function public.get_credit_balances(uuid) is
   'Credits per pool: {"ai": {"available": 199, "reserved": 0, "total": 200}, ...}. total is what unexpired grants gave; expired credits and expired holds are never counted as spendable.';
@@ -1545,13 +1554,16 @@ grant execute on function public.get_credit_balances(uuid) to authenticated, ser
 -- expired reservations count as available again, whether or not the sweep has run.
 create function private.credit_balances_at(p_organization_id uuid, p_now timestamptz)
 returns jsonb
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
+begin
+  perform private.authorize_credit_caller(p_organization_id);
+  return (
   with live_grants as (
-    select g.pool_key, g.id, g.amount, g.expires_at,
+    select g.pool_key, g.id, g.kind, g.amount, g.expires_at,
            case when g.id = b.head_grant_id then b.head_remaining else g.remaining end as remaining
     from public.credit_grants g
     left join public.credit_balances b on b.organization_id = g.organization_id and b.pool_key = g.pool_key
@@ -1566,11 +1578,13 @@ as $$
       + coalesce((select sum(h.amount) from holds h join live_grants lg on lg.id = h.grant_id
                   where h.pool = p.key and h.lapsed and lg.expires_at > p_now), 0) as available,
       coalesce((select sum(h.amount) from holds h where h.pool = p.key and not h.lapsed), 0) as reserved,
-      coalesce((select sum(amount) from live_grants lg where lg.pool_key = p.key and lg.expires_at > p_now), 0) as total
+      -- Refunds give back what was spent: they restore available, not the total granted.
+      coalesce((select sum(amount) from live_grants lg where lg.pool_key = p.key and lg.expires_at > p_now and lg.kind <> 'refund'), 0) as total
     from public.credit_pools p
   )
   select coalesce(jsonb_object_agg(key, jsonb_build_object('available', available, 'reserved', reserved, 'total', total)), '{}'::jsonb)
-  from per_pool
+  from per_pool);
+end
 $$;
 comment on function private.credit_balances_at(uuid, timestamptz) is 'Exact balances of an organization at a time (get_credit_balances at now()).';
 grant execute on function private.credit_balances_at(uuid, timestamptz) to authenticated, service_role;

@@ -477,19 +477,10 @@ describe('refunds and grants (service role and platform admins)', () => {
       await rejection(admin.credits.refund({ transactionId: charge.transaction_id, amounts: { gold: 1 } }), 'pool_not_found');
     }
 
-    // KNOWN BUG in supabase/migrations/20261123000500_credits.sql, private.refund_credits: the
-    // `consumed` CTE selects and groups by `pool_key` and sums `amount` over credit_ledger joined to
-    // credit_grants, which both have those columns, so every refund of an existing transaction
-    // raises 42702 (and, once qualified, -sum(bigint) is numeric, so add_credit_grant(..., numeric,
-    // ...) does not resolve: 42883). This pins the failure; the test below is the intended
-    // behaviour. Replace both when a forward migration fixes it.
-    const broken = await rejection(serviceBackend().credits.refund({ transactionId: charge.transaction_id }), 'unknown');
-    expect(broken).toMatchObject({ sqlstate: '42702', message: 'column reference "pool_key" is ambiguous' });
     expect((await backendFor(member).credits.balances(org.id)).ai.available).toBe(195);
   });
 
-  // Expected to fail until refund_credits is fixed (see above); vitest reports it once it passes.
-  it.fails('refunds a consumption in parts, never more than consumed', async () => {
+  it('refunds a consumption in parts, never more than consumed', async () => {
     const org = await starterOrganization();
     const credits = backendFor(member).credits;
     const charge = await credits.consume({ organizationId: org.id, action: 'form_generation' });
