@@ -7,7 +7,7 @@
 -- Cast: alice owns Acme, Gamma and Delta, bob is a member of Acme; erin owns Evil Corp; paula owns
 -- Premium Co, which billing (the service role) moves to premium.
 begin;
-select plan(86);
+select plan(89);
 
 select tests.create_user('alice@reservations.test');
 select tests.create_user('bob@reservations.test');
@@ -164,6 +164,10 @@ select public.reserve_credits(:'acme_id', p_amounts => '{"ai": 3}', p_idempotenc
 select is(public.reserve_credits(:'acme_id', p_amounts => '{"ai": 3}', p_idempotency_key => 'stream-1'),
   :'res7'::jsonb || '{"idempotent_replay": true}',
   'reserving again with key stream-1 returns the same reservation, marked idempotent_replay');
+select throws_ok(format($$ select public.reserve_credits(%L, p_amounts => '{"ai": 4}', p_idempotency_key => 'stream-1') $$, :'acme_id'),
+  'PT409', 'idempotency_key_reused', 'the same key with other amounts is refused with idempotency_key_reused');
+select throws_ok(format($$ select public.reserve_credits(%L, 'automation_run', p_idempotency_key => 'stream-1') $$, :'acme_id'),
+  'PT409', 'idempotency_key_reused', 'and with an action instead of amounts too');
 select is((select count(*)::int from public.credit_reservations where organization_id = :'acme_id' and idempotency_key = 'stream-1'), 1,
   'only one reservation exists for the key');
 select is(public.get_credit_balances(:'acme_id') -> 'ai' -> 'reserved', '3'::jsonb, 'and only 3 ai are held');
@@ -235,17 +239,20 @@ select results_eq(format($$ select pool_key, ok from private.verify_credit_ledge
   'Gamma''s balances, ledger and grants still reconcile');
 
 -- ---------------------------------------------------------------------------------------------
--- Using more than held on starter, even with credits available
+-- Using more than held on starter, with credits available: the excess comes from them
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('alice@reservations.test');
 select public.reserve_credits(:'delta_id', p_amounts => '{"ai": 20}') ->> 'reservation_id' as res6_id \gset
-select throws_ok(format($$ select public.commit_reservation(%L, '{"ai": 25}') $$, :'res6_id'),
-  '22023', 'exceeds_reservation', 'in Delta, on starter, committing more than held (25 of 20) is refused: the plan allows no overage');
-select results_eq(format($$ select status::text, charged from public.credit_reservations where id = %L $$, :'res6_id'),
-  $$ values ('active', null::jsonb) $$, 'the reservation is still active and uncharged');
-select is(public.get_credit_balances(:'delta_id') -> 'ai', '{"available": 180, "reserved": 20, "total": 200}'::jsonb,
-  'and nothing was charged');
+select is(public.commit_reservation(:'res6_id', '{"ai": 25}') - 'transaction_id' - 'reservation_id',
+  '{"success": true, "consumed": {"ai": 25}, "released": {"ai": 0}, "overage": {}}'::jsonb,
+  'in Delta, on starter, committing 25 ai on 20 held charges the 5 more from what is available, without overage');
+select is(public.get_credit_balances(:'delta_id') -> 'ai', '{"available": 175, "reserved": 0, "total": 200}'::jsonb,
+  'Delta has 175 ai left');
 select tests.reset_role();
+select is((select -sum(amount) from public.credit_ledger where reservation_id = :'res6_id' and kind = 'consumption'), 25::numeric,
+  'the ledger charges the reservation 25 ai in all');
+select is_empty(format($$ select 1 from public.credit_overages where organization_id = %L $$, :'delta_id'),
+  'and nothing is recorded as overage');
 select results_eq(format($$ select pool_key, ok from private.verify_credit_ledger(%L) $$, :'delta_id'),
   $$ values ('ai', true), ('email', true), ('sms', true), ('whatsapp', true) $$,
   'Delta reconciles');
