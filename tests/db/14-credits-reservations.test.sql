@@ -1,8 +1,9 @@
 -- 14 Reservations: reserve_credits holds credits (an action's cost or per-pool amounts) so nobody
 -- else can spend them; commit_reservation charges what was used and frees the rest;
 -- release_reservation frees all; a reservation ends once. Past its expiry a hold counts as
--- available again and private.expire_credits releases it. More than held is refused on plans
--- without overage and recorded as overage on premium.
+-- available again and private.expire_credits releases it. Usage beyond the hold is drawn from
+-- the available credits; beyond those it is refused on plans without overage and recorded as
+-- overage on premium.
 --
 -- Cast: alice owns Acme, Gamma and Delta, bob is a member of Acme; erin owns Evil Corp; paula owns
 -- Premium Co, which billing (the service role) moves to premium.
