@@ -138,6 +138,28 @@ comment on column public.credit_balances.low_threshold is 'Falling below this ap
 comment on column public.credit_balances.low_threshold_override is 'An organization''s own low-balance threshold for this pool, if set.';
 
 create index credit_balances_pool_key_idx on public.credit_balances (pool_key);
+
+-- An expiry moved earlier by hand (Studio) must reach the hot path's next_expiry_at at once.
+create function private.track_grant_expiry()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if new.expires_at < old.expires_at and new.remaining > 0 then
+    update public.credit_balances
+    set next_expiry_at = least(next_expiry_at, new.expires_at)
+    where organization_id = new.organization_id and pool_key = new.pool_key and next_expiry_at > new.expires_at;
+  end if;
+  return null;
+end
+$$;
+comment on function private.track_grant_expiry() is 'Trigger: an earlier expiry of a grant lowers its pool''s next_expiry_at.';
+
+create trigger credit_grants_track_expiry
+after update of expires_at on public.credit_grants
+for each row execute function private.track_grant_expiry();
 create index credit_balances_next_expiry_at_idx on public.credit_balances (next_expiry_at) where next_expiry_at <> 'infinity';
 
 -- ---------------------------------------------------------------------------------------------
@@ -205,6 +227,10 @@ comment on function private.guard_credit_ledger() is 'Trigger: the ledger is app
 create trigger credit_ledger_append_only
 before update or delete on public.credit_ledger
 for each row execute function private.guard_credit_ledger();
+
+-- TRUNCATE skips row triggers, and the purge flag is a setting any session can set: so no API
+-- role may update, delete or truncate the ledger at all; only the owner's functions do.
+revoke update, delete, truncate on public.credit_ledger from anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Reservations, overage, idempotency keys
@@ -430,7 +456,7 @@ declare
   v_pools text[];
   v_reservation record;
 begin
-  select array_agg(distinct p order by p) into v_pools from (
+  select coalesce(array_agg(distinct p order by p), '{}') into v_pools from (
     select unnest(p_pools) as p
     union
     select h.pool
@@ -1083,6 +1109,7 @@ begin
         'held', v_existing.amounts, 'expires_at', v_existing.expires_at, 'idempotent_replay', true);
     end if;
   end if;
+  -- Every pool is checked before any is drawn from: all or nothing.
   for v_need in select key as pool, value::bigint as amount from jsonb_each_text(v_amounts) order by key loop
     v_available := private.pool_available(p_organization_id, v_need.pool, v_now);
     if v_available < v_need.amount then
@@ -1092,6 +1119,8 @@ begin
       perform private.close_credit_pools(p_organization_id, v_open, v_now);
       return v_result;
     end if;
+  end loop;
+  for v_need in select key as pool, value::bigint as amount from jsonb_each_text(v_amounts) order by key loop
     v_holds := v_holds || private.draw_from_grants(p_organization_id, v_need.pool, v_need.amount, v_now);
   end loop;
 
@@ -1219,16 +1248,16 @@ begin
 
     v_excess := v_pool.amount - v_held;
     if v_excess > 0 then
-      -- Used more than held: the rest comes from what is available, and past that it is
-      -- overage where the plan allows it, refused otherwise.
-      v_available := private.pool_available(v_reservation.organization_id, v_pool.pool, v_now);
-      if v_available < v_excess and not coalesce((
+      -- Used more than held: refused unless the plan allows overage; then the excess comes
+      -- from what is available, and what is not is recorded as overage for billing.
+      if not coalesce((
         select a.allows_overage from public.organization_plans op
         join public.credit_plan_allocations a on a.plan_key = op.plan_key and a.pool_key = v_pool.pool
         where op.organization_id = v_reservation.organization_id), false) then
         raise exception using errcode = '22023', message = 'exceeds_reservation',
-          detail = format('%s %s credits used, %s held and %s available; the plan allows no overage.', v_pool.amount, v_pool.pool, v_held, v_available);
+          detail = format('%s %s credits used but %s held; the plan allows no overage.', v_pool.amount, v_pool.pool, v_held);
       end if;
+      v_available := private.pool_available(v_reservation.organization_id, v_pool.pool, v_now);
       if least(v_available, v_excess) > 0 then
         v_draws := private.draw_from_grants(v_reservation.organization_id, v_pool.pool, least(v_available, v_excess), v_now);
         insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
@@ -1266,7 +1295,7 @@ as $$
   select private.commit_reservation(p_reservation_id, p_amounts)
 $$;
 comment on function public.commit_reservation(uuid, jsonb) is
-  'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. Usage beyond the hold is drawn from available credits; beyond those it is recorded as overage where the plan allows it, else refused (exceeds_reservation). Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation.';
+  'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. More than held is refused (exceeds_reservation) unless the plan allows overage: then the excess is drawn from available credits and the rest recorded in credit_overages. Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation.';
 grant execute on function public.commit_reservation(uuid, jsonb) to authenticated, service_role;
 
 create function private.release_reservation(p_reservation_id uuid)
@@ -1789,5 +1818,5 @@ from public.credit_grants g
 left join public.credit_balances b on b.organization_id = g.organization_id and b.pool_key = g.pool_key;
 comment on view public.credit_grant_balances is 'Studio: grants with their live remaining credits (the head grant''s count lives in credit_balances).';
 
-revoke all on public.credit_balances_overview, public.credit_grant_balances from anon;
+revoke all on public.credit_balances_overview, public.credit_grant_balances from anon, authenticated;
 grant select on public.credit_balances_overview, public.credit_grant_balances to authenticated;

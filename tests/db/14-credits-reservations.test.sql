@@ -8,7 +8,7 @@
 -- Cast: alice owns Acme, Gamma and Delta, bob is a member of Acme; erin owns Evil Corp; paula owns
 -- Premium Co, which billing (the service role) moves to premium.
 begin;
-select plan(89);
+select plan(90);
 
 select tests.create_user('alice@reservations.test');
 select tests.create_user('bob@reservations.test');
@@ -240,18 +240,20 @@ select results_eq(format($$ select pool_key, ok from private.verify_credit_ledge
   'Gamma''s balances, ledger and grants still reconcile');
 
 -- ---------------------------------------------------------------------------------------------
--- Using more than held on starter, with credits available: the excess comes from them
+-- Using more than held on starter (no overage): refused, even with credits available
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('alice@reservations.test');
 select public.reserve_credits(:'delta_id', p_amounts => '{"ai": 20}') ->> 'reservation_id' as res6_id \gset
-select is(public.commit_reservation(:'res6_id', '{"ai": 25}') - 'transaction_id' - 'reservation_id',
-  '{"success": true, "consumed": {"ai": 25}, "released": {"ai": 0}, "overage": {}}'::jsonb,
-  'in Delta, on starter, committing 25 ai on 20 held charges the 5 more from what is available, without overage');
-select is(public.get_credit_balances(:'delta_id') -> 'ai', '{"available": 175, "reserved": 0, "total": 200}'::jsonb,
-  'Delta has 175 ai left');
+select throws_ok(format($$ select public.commit_reservation(%L, '{"ai": 25}') $$, :'res6_id'),
+  '22023', 'exceeds_reservation',
+  'in Delta, on starter, committing 25 ai on 20 held is refused although 180 are available');
+select is(public.get_credit_balances(:'delta_id') -> 'ai', '{"available": 180, "reserved": 20, "total": 200}'::jsonb,
+  'the refused commit changed nothing: 20 still held, 180 available');
+select is((public.commit_reservation(:'res6_id', '{"ai": 20}') -> 'consumed'), '{"ai": 20}'::jsonb,
+  'committing what was held works');
 select tests.reset_role();
-select is((select -sum(amount) from public.credit_ledger where reservation_id = :'res6_id' and kind = 'consumption'), 25::numeric,
-  'the ledger charges the reservation 25 ai in all');
+select is((select -sum(amount) from public.credit_ledger where reservation_id = :'res6_id' and kind = 'consumption'), 20::numeric,
+  'the ledger charges the reservation 20 ai in all');
 select is_empty(format($$ select 1 from public.credit_overages where organization_id = %L $$, :'delta_id'),
   'and nothing is recorded as overage');
 select results_eq(format($$ select pool_key, ok from private.verify_credit_ledger(%L) $$, :'delta_id'),
