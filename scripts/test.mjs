@@ -88,7 +88,7 @@ if (wants('vitest')) {
   try {
     const json = JSON.parse(fs.readFileSync(report, 'utf8'));
     passed = json.numPassedTests;
-    failed = json.numFailedTests + (json.numFailedTestSuites ?? 0);
+    failed = json.numFailedTests;
   } catch {
     failed = 1;
   }

@@ -993,6 +993,26 @@ comment on function public.consume_credits_rpc(uuid, text, integer, text, jsonb)
   'Charges an action to the organization''s pools, all or nothing. Returns {success, transaction_id, consumed, remaining} or {success: false, error: insufficient_credits, pool, required, available}. p_quantity 0 is a dry run of one unit. A retry with the same p_idempotency_key returns the first result and charges nothing. Errors: invalid_quantity, invalid_metadata, invalid_idempotency_key, unknown_action, action_disabled, organization_not_found, not_authorized, idempotency_key_reused.';
 grant execute on function public.consume_credits_rpc(uuid, text, integer, text, jsonb) to authenticated, service_role;
 
+-- Locks, in pool order, the balance rows of every pool the given actions draw from, so a batch
+-- holds its locks in the same order as every other writer (never a deadlock).
+create function private.lock_pools_of_actions(p_organization_id uuid, p_actions text[])
+returns void
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform private.authorize_credit_caller(p_organization_id);
+  perform 1 from public.credit_balances
+  where organization_id = p_organization_id
+    and pool_key in (select pool_key from public.credit_action_costs where action_key = any (p_actions))
+  order by pool_key
+  for update;
+end
+$$;
+comment on function private.lock_pools_of_actions(uuid, text[]) is 'Locks the pools a batch of actions will draw from, in pool order.';
+grant execute on function private.lock_pools_of_actions(uuid, text[]) to authenticated, service_role;
+
 -- Many consumptions in one call; each item has its own key and result, and a bad item fails
 -- alone (its own subtransaction).
 create function public.consume_credits_batch(p_organization_id uuid, p_items jsonb)
@@ -1008,6 +1028,8 @@ begin
   if p_items is null or jsonb_typeof(p_items) <> 'array' or jsonb_array_length(p_items) not between 1 and 100 then
     raise exception using errcode = '22023', message = 'invalid_items', detail = 'p_items must be an array of 1 to 100 items.';
   end if;
+  perform private.lock_pools_of_actions(p_organization_id,
+    array(select distinct i ->> 'action_type' from jsonb_array_elements(p_items) i where jsonb_typeof(i) = 'object'));
   for v_item in select value from jsonb_array_elements(p_items) loop
     begin
       if jsonb_typeof(v_item) <> 'object' then
@@ -1566,19 +1588,6 @@ grant execute on function public.set_credit_low_threshold(uuid, text, bigint) to
 -- =============================================================================================
 -- Reads
 -- =============================================================================================
-create function public.get_credit_balances(p_organization_id uuid)
-returns jsonb
-language sql
-stable
-security invoker
-set search_path = ''
-as $$
-  select private.credit_balances_at(p_organization_id, now())
-$$;
-comment on function public.get_credit_balances(uuid) is
-  'Credits per pool: {"ai": {"available": 199, "reserved": 0, "total": 200}, ...}. total is what unexpired grants gave; expired credits and expired holds are never counted as spendable.';
-grant execute on function public.get_credit_balances(uuid) to authenticated, service_role;
-
 -- Exact balances at a time, without writing: expired grants are left out and the holds of
 -- expired reservations count as available again, whether or not the sweep has run.
 create function private.credit_balances_at(p_organization_id uuid, p_now timestamptz)
@@ -1617,6 +1626,19 @@ end
 $$;
 comment on function private.credit_balances_at(uuid, timestamptz) is 'Exact balances of an organization at a time (get_credit_balances at now()).';
 grant execute on function private.credit_balances_at(uuid, timestamptz) to authenticated, service_role;
+
+create function public.get_credit_balances(p_organization_id uuid)
+returns jsonb
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select private.credit_balances_at(p_organization_id, now())
+$$;
+comment on function public.get_credit_balances(uuid) is
+  'Credits per pool: {"ai": {"available": 199, "reserved": 0, "total": 200}, ...}. total is what unexpired grants gave; expired credits and expired holds are never counted as spendable.';
+grant execute on function public.get_credit_balances(uuid) to authenticated, service_role;
 
 create function public.get_credit_usage(p_organization_id uuid, p_from timestamptz, p_to timestamptz)
 returns table (day date, pool_key text, consumed bigint, refunded bigint)

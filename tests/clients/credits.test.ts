@@ -413,18 +413,18 @@ describe('reservations', () => {
       credits.commit({ reservationId: reservation.reservation_id, amounts: { email: 1 } }),
       'invalid_amounts',
     );
-    // Starter allows no overage: more than held and available is refused.
+    // Starter allows no overage: more than held is refused, even with credits available.
     await rejection(
-      credits.commit({ reservationId: reservation.reservation_id, amounts: { ai: 500 } }),
+      credits.commit({ reservationId: reservation.reservation_id, amounts: { ai: 8 } }),
       'exceeds_reservation',
     );
-    // More than held but within what is available is drawn from it.
-    expect(await credits.commit({ reservationId: reservation.reservation_id, amounts: { ai: 8 } })).toMatchObject({
-      consumed: { ai: 8 },
+    expect((await credits.balances(org.id)).ai).toEqual({ available: 195, reserved: 5, total: 200 });
+    expect(await credits.commit({ reservationId: reservation.reservation_id, amounts: { ai: 5 } })).toMatchObject({
+      consumed: { ai: 5 },
       released: { ai: 0 },
       overage: {},
     });
-    expect((await credits.balances(org.id)).ai).toEqual({ available: 192, reserved: 0, total: 200 });
+    expect((await credits.balances(org.id)).ai).toEqual({ available: 195, reserved: 0, total: 200 });
     await verifyLedger(org.id);
   });
 });

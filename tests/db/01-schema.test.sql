@@ -175,7 +175,8 @@ $$, array['member_organization_ids', 'organization_ids_with_role', 'has_organiza
           'is_platform_admin', 'create_organization', 'invite_member', 'accept_invitation', 'update_member_role',
           'remove_member', 'leave_organization',
           'credit_caller_role', 'authorize_credit_caller', 'consume_credits', 'reserve_credits', 'commit_reservation',
-          'release_reservation', 'grant_credits', 'refund_credits', 'set_credit_low_threshold', 'credit_balances_at'],
+          'release_reservation', 'grant_credits', 'refund_credits', 'set_credit_low_threshold', 'credit_balances_at',
+          'lock_pools_of_actions'],
   'authenticated can execute exactly the policy helpers and the RPC internals in private, nothing else');
 
 select is_empty($$

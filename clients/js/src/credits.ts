@@ -439,8 +439,9 @@ export class Credits {
 
   /**
    * Charges what a reservation used (per-pool amounts, only pools it holds; everything held when
-   * omitted) and frees the rest. Using more than held draws from what is available; past that it
-   * is overage on plans that allow it. Errors: reservation_not_found (404),
+   * omitted) and frees the rest. Using more than held is refused (exceeds_reservation) unless the
+   * plan allows overage: then the excess is drawn from what is available and the rest recorded as
+   * overage. Errors: reservation_not_found (404),
    * reservation_not_active (409), invalid_amounts, exceeds_reservation, not_authorized.
    */
   async commit(input: { reservationId: string; amounts?: CreditAmounts }): Promise<CommitResult> {
