@@ -1,6 +1,9 @@
 -- Benchmark fixtures for `npm run bench:credits` (scripts/bench-credits.mjs), in the local
 -- database only. Everything lives in the `bench` schema or in organizations whose slug starts
 -- with `bench-`, and scripts/bench-credits.mjs removes it all afterwards.
+-- Start clean even if an earlier run was interrupted.
+delete from public.organizations where slug like 'bench-%';
+delete from public.credit_actions where key = 'bench_ai_whatsapp_reply';
 drop schema if exists bench cascade;
 create schema bench;
 
