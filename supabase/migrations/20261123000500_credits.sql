@@ -931,7 +931,6 @@ begin
   end if;
 
   if v_result is null then
-    perform private.authorize_credit_caller(p_organization_id);
     select array_agg(c.pool_key order by c.pool_key), array_agg(c.amount * greatest(p_quantity, 1) order by c.pool_key)
     into v_pools, v_costs
     from public.credit_actions a join public.credit_action_costs c on c.action_key = a.key
@@ -952,6 +951,9 @@ begin
       select b.head_remaining >= n.cost and b.next_expiry_at > v_now as covered
       from public.credit_balances b join unnest(v_pools, v_costs) as n (pool_key, cost) on n.pool_key = b.pool_key
       where b.organization_id = p_organization_id
+        and (v_role = 'service_role' or (v_role = 'authenticated' and exists (
+              select 1 from public.organization_members m
+              where m.organization_id = p_organization_id and m.user_id = v_actor)))
       order by b.pool_key
       for update of b
     ) locked;
@@ -983,8 +985,10 @@ begin
     end if;
   end if;
 
-  -- General path: several pools or grants, expired credits to sweep, a dry run.
+  -- General path: several pools or grants, expired credits to sweep, a dry run, or a caller
+  -- who may not charge this organization (refused here).
   if v_result is null then
+    perform private.authorize_credit_caller(p_organization_id);
     perform private.require_organization(p_organization_id);
     v_open := private.open_credit_pools(p_organization_id, v_pools, v_now);
     for i in 1 .. cardinality(v_pools) loop
