@@ -116,15 +116,20 @@ create index credit_grants_pool_key_idx on public.credit_grants (pool_key);
 create table public.credit_balances (
   organization_id uuid not null references public.organizations (id) on delete cascade,
   pool_key text not null references public.credit_pools (key) on update cascade,
-  available bigint not null default 0 check (available >= 0),
-  reserved bigint not null default 0 check (reserved >= 0),
+  available bigint not null default 0,
+  reserved bigint not null default 0,
   -- The head grant cache: the hot path draws from it without touching the grant row.
   head_grant_id uuid,
-  head_remaining bigint not null default 0 check (head_remaining >= 0 and head_remaining <= available),
+  head_remaining bigint not null default 0,
   next_expiry_at timestamptz not null default 'infinity',
-  low_threshold bigint not null default 0 check (low_threshold >= 0),
-  low_threshold_override bigint check (low_threshold_override >= 0),
-  primary key (organization_id, pool_key)
+  low_threshold bigint not null default 0,
+  low_threshold_override bigint,
+  primary key (organization_id, pool_key),
+  -- One constraint, not five: every update of this hot row evaluates them all, and each is
+  -- prepared anew per statement.
+  constraint credit_balances_never_negative check (
+    available >= 0 and reserved >= 0 and head_remaining >= 0 and head_remaining <= available
+    and low_threshold >= 0 and (low_threshold_override is null or low_threshold_override >= 0))
 );
 comment on table public.credit_balances is 'Credits each organization can spend now, per pool. Every change of a pool locks its row first.';
 comment on column public.credit_balances.organization_id is 'The organization.';
