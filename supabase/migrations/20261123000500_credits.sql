@@ -1834,6 +1834,10 @@ $$;
 comment on function private.purge_credit_idempotency_keys(timestamptz) is 'Deletes idempotency keys older than 7 days (pg_cron, hourly).';
 grant execute on function private.purge_credit_idempotency_keys(timestamptz) to service_role;
 
+-- pg_cron is enabled on the local stack already; on a hosted project this enables it (the
+-- way Supabase's docs do) so the schedules below can be created.
+create extension if not exists pg_cron with schema pg_catalog;
+
 select cron.schedule('credits-expire', '* * * * *', 'select private.expire_credits()');
 select cron.schedule('credits-renew-periods', '*/5 * * * *', 'select private.renew_credit_periods()');
 select cron.schedule('credits-purge-idempotency-keys', '17 * * * *', 'select private.purge_credit_idempotency_keys()');
