@@ -893,45 +893,41 @@ begin
     end if;
   end if;
 
-  -- Hot path, one statement: an enabled one-pool action, a caller allowed to charge this
-  -- organization (private.authorize_credit_caller's rule, inlined), a head grant that covers
-  -- the cost and nothing expired: debit the balance row and append the ledger entry. When
-  -- anything is not so, no row is debited and the checks below say why, or take the general
-  -- path. (Each call of a function with its own search_path costs this path dearly, so none
-  -- is called here.)
+  -- Hot path: an enabled one-pool action, a caller allowed to charge this organization (the
+  -- rule of private.authorize_credit_caller, inlined: each call of a function with its own
+  -- search_path costs this path dearly), a head grant that covers the cost and nothing expired:
+  -- one statement debits the balance row and appends the ledger entry. A plain update by key
+  -- keeps the re-check cheap when it waited for a concurrent writer of the same row. When
+  -- anything is not so, nothing is debited and the code below says why or takes a slower path.
   if p_quantity > 0 then
-    with cost as (
-      select c.pool_key, c.amount * p_quantity as amount
-      from public.credit_action_costs c
-      where c.action_key = p_action_type
-        and exists (select 1 from public.credit_actions a where a.key = p_action_type and a.is_enabled)
-    ), debit as (
-      update public.credit_balances b
-      set available = b.available - cost.amount, head_remaining = b.head_remaining - cost.amount
-      from cost
-      where b.organization_id = p_organization_id and b.pool_key = cost.pool_key
-        and b.head_remaining >= cost.amount and b.next_expiry_at > v_now
-        and (select count(*) from cost) = 1
-        and (v_role = 'service_role' or (v_role = 'authenticated' and exists (
+    select count(*), min(c.pool_key), min(c.amount) * p_quantity into i, v_pool, v_cost
+    from public.credit_action_costs c
+    where c.action_key = p_action_type
+      and exists (select 1 from public.credit_actions a where a.key = p_action_type and a.is_enabled);
+    if i = 1 and (v_role = 'service_role' or (v_role = 'authenticated' and exists (
               select 1 from public.organization_members m
-              where m.organization_id = p_organization_id and m.user_id = v_actor)))
-      returning b.pool_key, b.available, b.head_grant_id, b.low_threshold, cost.amount
-    ), entry as (
-      insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
-                                        quantity, actor_id, actor_role, metadata, created_at)
-      select v_tx, p_organization_id, debit.pool_key, 'consumption', -debit.amount, debit.head_grant_id, p_action_type,
-             p_quantity, v_actor, v_role, v_metadata, v_now
-      from debit
-    )
-    select debit.pool_key, debit.amount, debit.available, debit.low_threshold
-    into v_pool, v_cost, v_after, v_threshold
-    from debit;
-    if found then
-      if v_after < v_threshold or v_after = 0 then
-        perform private.notify_credit_crossing(p_organization_id, v_pool, v_after + v_cost, v_after, v_threshold);
+              where m.organization_id = p_organization_id and m.user_id = v_actor))) then
+      with debit as (
+        update public.credit_balances b
+        set available = b.available - v_cost, head_remaining = b.head_remaining - v_cost
+        where b.organization_id = p_organization_id and b.pool_key = v_pool
+          and b.head_remaining >= v_cost and b.next_expiry_at > v_now
+        returning b.available, b.head_grant_id, b.low_threshold
+      ), entry as (
+        insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
+                                          quantity, actor_id, actor_role, metadata, created_at)
+        select v_tx, p_organization_id, v_pool, 'consumption', -v_cost, debit.head_grant_id, p_action_type,
+               p_quantity, v_actor, v_role, v_metadata, v_now
+        from debit
+      )
+      select debit.available, debit.low_threshold into v_after, v_threshold from debit;
+      if found then
+        if v_after < v_threshold or v_after = 0 then
+          perform private.notify_credit_crossing(p_organization_id, v_pool, v_after + v_cost, v_after, v_threshold);
+        end if;
+        v_result := jsonb_build_object('success', true, 'transaction_id', v_tx,
+          'consumed', jsonb_build_object(v_pool, v_cost), 'remaining', jsonb_build_object(v_pool, v_after));
       end if;
-      v_result := jsonb_build_object('success', true, 'transaction_id', v_tx,
-        'consumed', jsonb_build_object(v_pool, v_cost), 'remaining', jsonb_build_object(v_pool, v_after));
     end if;
   end if;
 
