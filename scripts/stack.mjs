@@ -18,6 +18,7 @@ import { isDatabaseBuilt, pushMigrations, rebuildDatabase } from './lib/db.mjs';
 import {
   RUN_DIR, StackError, assertPortFree, pidFile, readPid, say, stopPid, tail, waitFor,
 } from './lib/processes.mjs';
+import { planPackageInstall } from './lib/packages.mjs';
 
 const PG_VERSION = 15;
 const PG_BIN = `/usr/lib/postgresql/${PG_VERSION}/bin`;
@@ -44,19 +45,12 @@ function commandExists(cmd) {
 
 function ensurePackages() {
   const missing = REQUIRED_PACKAGES.filter((p) => !p.present()).map((p) => p.pkg);
-  if (missing.length === 0) return;
-  if (!commandExists('apt-get')) {
-    throw new StackError(
-      `missing ${missing.join(', ')} and there is no apt-get here. Install PostgreSQL ${PG_VERSION} with pg_cron and pgTAP ` +
-        `(Debian/Ubuntu packages: ${missing.join(' ')}), then run this again.`,
-    );
-  }
-  if (!IS_ROOT) {
-    throw new StackError(`missing Debian packages. Install them once with:\n  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')}`);
-  }
-  say(`installing Debian packages: ${missing.join(' ')} (apt-get)`);
+  const plan = planPackageInstall(missing, { hasAptGet: commandExists('apt-get'), isRoot: IS_ROOT });
+  if (plan.error) throw new StackError(plan.error);
+  if (!plan.install) return;
+  say(`installing Debian packages: ${plan.install.join(' ')} (apt-get)`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  for (const args of [['update', '-qq'], ['install', '-y', '-qq', ...missing]]) {
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', ...plan.install]]) {
     const r = spawnSync('apt-get', args, { stdio: ['ignore', 'inherit', 'inherit'], env });
     if (r.status !== 0) throw new StackError(`apt-get ${args[0]} failed (exit ${r.status}); fix the apt error above and run this again`);
   }
