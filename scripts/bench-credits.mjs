@@ -5,7 +5,8 @@
 // any balance went negative and whether the ledger reconciles.
 //
 // Commits are durable as in production (synchronous_commit = on for the benchmark sessions).
-// Options: --seconds=N per scenario (default 6), --clients=1,8,32
+// Options: --seconds=N per scenario (default 6), --clients=1,8,32, --keep (leave the fixtures
+// in place afterwards, to try variants by hand)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
