@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import postgres from 'postgres';
-import { DB_URL, PORTS, ROOT } from './config.mjs';
+import { DB_URL, ROOT } from './config.mjs';
 
 export const SQL_LOCAL_DIR = path.join(ROOT, 'sql/local');
 export const SEED_FILE = path.join(ROOT, 'supabase/seed.sql');
@@ -83,4 +83,3 @@ export async function isDatabaseBuilt() {
   }
 }
 
-export { PORTS };

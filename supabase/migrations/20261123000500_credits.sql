@@ -447,6 +447,31 @@ end
 $$;
 comment on function private.parse_pool_amounts(jsonb, boolean) is 'Validates {"pool": amount} and returns its rows in pool order; raises invalid_amounts or pool_not_found.';
 
+-- What p_quantity units of an enabled action cost, one row per pool in pool order; raises
+-- unknown_action or action_disabled. (consume_credits_rpc's hot path reads the catalogue
+-- itself, to avoid the call.)
+create function private.action_costs(p_action_type text, p_quantity integer)
+returns table (pool_key text, amount bigint)
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  return query
+    select c.pool_key, c.amount * p_quantity
+    from public.credit_actions a join public.credit_action_costs c on c.action_key = a.key
+    where a.key = p_action_type and a.is_enabled
+    order by c.pool_key;
+  if not found then
+    if exists (select 1 from public.credit_actions where key = p_action_type) then
+      raise exception using errcode = '22023', message = 'action_disabled', detail = format('The action %L is disabled.', p_action_type);
+    end if;
+    raise exception using errcode = 'PT404', message = 'unknown_action', detail = format('No action %L.', p_action_type);
+  end if;
+end
+$$;
+comment on function private.action_costs(text, integer) is 'The per-pool cost of an action; raises unknown_action or action_disabled.';
+
 -- Locks the organization's balance rows of the given pools (in pool order, creating missing
 -- rows), writes each head cache back to its grant, and gives back the holds of expired
 -- reservations (whose pools are locked too, in the same order). Returns the pools locked.
@@ -932,16 +957,9 @@ begin
   end if;
 
   if v_result is null then
-    select array_agg(c.pool_key order by c.pool_key), array_agg(c.amount * greatest(p_quantity, 1) order by c.pool_key)
+    select array_agg(c.pool_key order by c.pool_key), array_agg(c.amount order by c.pool_key)
     into v_pools, v_costs
-    from public.credit_actions a join public.credit_action_costs c on c.action_key = a.key
-    where a.key = p_action_type and a.is_enabled;
-    if v_pools is null then
-      if exists (select 1 from public.credit_actions where key = p_action_type) then
-        raise exception using errcode = '22023', message = 'action_disabled', detail = format('The action %L is disabled.', p_action_type);
-      end if;
-      raise exception using errcode = 'PT404', message = 'unknown_action', detail = format('No action %L.', p_action_type);
-    end if;
+    from private.action_costs(p_action_type, greatest(p_quantity, 1)) c;
   end if;
 
   -- Several pools whose head grants cover the cost: lock their rows in pool order (never a
@@ -1161,15 +1179,7 @@ begin
     if p_quantity is null or p_quantity < 1 or p_quantity > 1000000 then
       raise exception using errcode = '22023', message = 'invalid_quantity', detail = 'p_quantity must be from 1 to 1000000.';
     end if;
-    select jsonb_object_agg(c.pool_key, c.amount * p_quantity) into v_amounts
-    from public.credit_actions a join public.credit_action_costs c on c.action_key = a.key
-    where a.key = p_action_type and a.is_enabled;
-    if v_amounts is null then
-      if exists (select 1 from public.credit_actions where key = p_action_type) then
-        raise exception using errcode = '22023', message = 'action_disabled', detail = format('The action %L is disabled.', p_action_type);
-      end if;
-      raise exception using errcode = 'PT404', message = 'unknown_action', detail = format('No action %L.', p_action_type);
-    end if;
+    select jsonb_object_agg(c.pool_key, c.amount) into v_amounts from private.action_costs(p_action_type, p_quantity) c;
   else
     select jsonb_object_agg(pool_key, amount) into v_amounts from private.parse_pool_amounts(p_amounts);
   end if;
