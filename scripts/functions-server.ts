@@ -3,9 +3,13 @@
 //   /rest/v1/*             -> PostgREST (prefix stripped), after an API-key check like Kong's key-auth
 //   /functions/v1/<name>/* -> the `handler` exported by that function's entrypoint, JWT verified
 //                             first unless `verify_jwt = false` in supabase/config.toml
+// Request bodies on both are limited like Kong's request-size-limiting: 413 when content-length
+// says too much, before reading; a chunked body is counted as it streams and refused with 413 once
+// it passes the limit, so PostgREST or the function never receive more than the limit.
 // Run: deno run --allow-all --config deno.json scripts/functions-server.ts
 // Env: PORT (54321), POSTGREST_URL (http://127.0.0.1:54330), JWT_SECRET, SUPABASE_ANON_KEY,
-// SUPABASE_SERVICE_ROLE_KEY, and what the functions read (SUPABASE_URL, SUPABASE_DB_URL).
+// SUPABASE_SERVICE_ROLE_KEY, GATEWAY_MAX_BODY_BYTES (2097152, 2 MiB: the largest request body
+// accepted), and what the functions read (SUPABASE_URL, SUPABASE_DB_URL).
 // Functions run in this process, imported once on first call: restart the gateway after editing one.
 import { parse } from 'smol-toml';
 import { jwtVerify } from 'jose';
@@ -27,11 +31,22 @@ function requireEnv(name: string): string {
   return value;
 }
 
+function positiveIntegerEnv(name: string, fallback: number): number {
+  const value = Number(Deno.env.get(name) ?? fallback);
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    console.error(JSON.stringify({ level: 'error', msg: `functions-server: ${name} must be a positive integer` }));
+    Deno.exit(1);
+  }
+  return value;
+}
+
 const PORT = Number(Deno.env.get('PORT') ?? 54321);
 const POSTGREST_URL = (Deno.env.get('POSTGREST_URL') ?? 'http://127.0.0.1:54330').replace(/\/+$/, '');
 const JWT_KEY = new TextEncoder().encode(requireEnv('JWT_SECRET'));
 // Kong's key-auth consumers: the only keys accepted as `apikey`.
 const API_KEYS = new Set([requireEnv('SUPABASE_ANON_KEY'), requireEnv('SUPABASE_SERVICE_ROLE_KEY')]);
+// 2 MiB by default: room for consume_credits_batch's largest call (100 items, 8 KB metadata each).
+const MAX_BODY_BYTES = positiveIntegerEnv('GATEWAY_MAX_BODY_BYTES', 2 * 1024 * 1024);
 
 const SUPABASE_DIR = new URL('../supabase/', import.meta.url);
 
@@ -83,6 +98,64 @@ function jsonResponse(body: unknown, status: number): Response {
   });
 }
 
+/** The error a limited request body fails with once more than MAX_BODY_BYTES have arrived. */
+class BodyTooLargeError extends Error {}
+
+interface LimitedBody {
+  /** The request body for the upstream; it fails with BodyTooLargeError past the limit. */
+  stream: ReadableStream<Uint8Array>;
+  /** Settles once the client has sent the whole body; rejects with BodyTooLargeError if it passed the limit. */
+  received: Promise<void>;
+}
+
+function limitBody(body: ReadableStream<Uint8Array>): LimitedBody {
+  let bytes = 0;
+  const counter = new TransformStream<Uint8Array, Uint8Array>(
+    {
+      transform(chunk, controller) {
+        bytes += chunk.byteLength;
+        // The chunk that passes the limit is not handed on: the upstream never gets more than the limit.
+        if (bytes > MAX_BODY_BYTES) throw new BodyTooLargeError();
+        controller.enqueue(chunk);
+      },
+    },
+    undefined,
+    // Reads ahead of the upstream up to the limit, so a body over it is caught even when the
+    // upstream answers without reading it; the gateway never holds more than the limit.
+    new ByteLengthQueuingStrategy({ highWaterMark: MAX_BODY_BYTES + 1 }),
+  );
+  const received = body.pipeTo(counter.writable).catch((err) => {
+    // The body's other ends (the client went away, the upstream cancelled it) are the upstream's to report.
+    if (err instanceof BodyTooLargeError) throw err;
+  });
+  return { stream: counter.readable, received };
+}
+
+function bodyTooLarge(): Response {
+  return jsonResponse({ message: 'Request size limit exceeded' }, 413);
+}
+
+/**
+ * Answers with `forward`, which gets the request body limited to MAX_BODY_BYTES, or with 413 if
+ * the body is larger. An answer that comes before the whole body has arrived waits for it, as
+ * Kong reads a body without a length in full before proxying the request.
+ */
+async function withBodyLimit(
+  req: Request,
+  forward: (body: ReadableStream<Uint8Array> | null) => Promise<Response>,
+): Promise<Response> {
+  if (Number(req.headers.get('content-length')) > MAX_BODY_BYTES) return bodyTooLarge();
+  if (!req.body) return forward(null);
+  const { stream, received } = limitBody(req.body);
+  try {
+    const [res] = await Promise.all([forward(stream), received]);
+    return res;
+  } catch (err) {
+    if (err instanceof BodyTooLargeError) return bodyTooLarge();
+    throw err;
+  }
+}
+
 // Connection-level headers a proxy must not forward (RFC 9110 §7.6.1), plus host.
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer',
   'transfer-encoding', 'upgrade', 'host', 'content-length'];
@@ -91,10 +164,8 @@ async function proxyRest(req: Request, url: URL): Promise<Response> {
   const apikey = req.headers.get('apikey') ?? url.searchParams.get('apikey');
   // Kong answers preflights (cors plugin) before key-auth: browsers never send apikey on OPTIONS.
   if (req.method !== 'OPTIONS') {
-    if (!apikey && !req.headers.has('authorization')) {
-      return jsonResponse({ message: 'No API key found in request' }, 401);
-    }
-    if (apikey && !API_KEYS.has(apikey)) return jsonResponse({ message: 'Invalid authentication credentials' }, 401);
+    if (!apikey) return jsonResponse({ message: 'No API key found in request' }, 401);
+    if (!API_KEYS.has(apikey)) return jsonResponse({ message: 'Invalid authentication credentials' }, 401);
   }
 
   const headers = new Headers(req.headers);
@@ -111,17 +182,23 @@ async function proxyRest(req: Request, url: URL): Promise<Response> {
   const query = search.size > 0 ? `?${search}` : '';
   const target = `${POSTGREST_URL}${url.pathname.slice('/rest/v1'.length) || '/'}${query}`;
 
-  // Request bodies are small JSON documents: buffer them (no chunked upload quirks); stream the answer.
-  const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : await req.arrayBuffer();
-  let upstream: Response;
-  try {
-    upstream = await fetch(target, { method: req.method, headers, body, redirect: 'manual' });
-  } catch {
-    return jsonResponse({ message: 'An invalid response was received from the upstream server' }, 502);
-  }
-  const resHeaders = new Headers(upstream.headers);
-  for (const h of HOP_BY_HOP) resHeaders.delete(h);
-  return new Response(upstream.body, { status: upstream.status, statusText: upstream.statusText, headers: resHeaders });
+  // Both ways stream: the body reaches PostgREST chunked as it arrives, the answer as PostgREST writes it.
+  return withBodyLimit(req, async (body) => {
+    let upstream: Response;
+    try {
+      upstream = await fetch(target, {
+        method: req.method,
+        headers,
+        body: req.method === 'GET' || req.method === 'HEAD' ? null : body,
+        redirect: 'manual',
+      });
+    } catch {
+      return jsonResponse({ message: 'An invalid response was received from the upstream server' }, 502);
+    }
+    const resHeaders = new Headers(upstream.headers);
+    for (const h of HOP_BY_HOP) resHeaders.delete(h);
+    return new Response(upstream.body, { status: upstream.status, statusText: upstream.statusText, headers: resHeaders });
+  });
 }
 
 async function invokeFunction(req: Request, url: URL, name: string, rest: string): Promise<Response> {
@@ -151,17 +228,28 @@ async function invokeFunction(req: Request, url: URL, name: string, rest: string
   // A hosted function sees its path without /functions/v1 (`/<name>/...`); keep the query.
   // Not `new Request(url, req)`: that would carry req.signal along, which Deno.serve aborts once
   // the response is sent (its legacy behaviour, and a warning on every start).
-  const forwarded = new Request(new URL(`/${name}${rest}${url.search}`, url), {
-    method: req.method,
-    headers: req.headers,
-    body: req.body,
+  return withBodyLimit(req, async (body) => {
+    const forwarded = new Request(new URL(`/${name}${rest}${url.search}`, url), {
+      method: req.method,
+      headers: req.headers,
+      body,
+    });
+    try {
+      return await handler(forwarded);
+    } catch (err) {
+      // The shared wrapper catches errors; this only guards a function that does not use it.
+      log({ level: 'error', msg: 'function threw', fn: name, error: (err as Error).message });
+      return jsonResponse({ error: { code: 'internal_error', message: 'Internal error' } }, 500);
+    }
   });
+}
+
+/** A function's name from its path segment, or null when the segment's percent-escapes are malformed. */
+function decodeFunctionName(segment: string): string | null {
   try {
-    return await handler(forwarded);
-  } catch (err) {
-    // The shared wrapper catches errors; this only guards a function that does not use it.
-    log({ level: 'error', msg: 'function threw', fn: name, error: (err as Error).message });
-    return jsonResponse({ error: { code: 'internal_error', message: 'Internal error' } }, 500);
+    return decodeURIComponent(segment);
+  } catch {
+    return null;
   }
 }
 
@@ -169,7 +257,13 @@ function route(req: Request): Promise<Response> {
   const url = new URL(req.url);
   if (url.pathname === '/rest/v1' || url.pathname.startsWith('/rest/v1/')) return proxyRest(req, url);
   const fn = /^\/functions\/v1\/([^/]+)(\/.*)?$/.exec(url.pathname);
-  if (fn) return invokeFunction(req, url, decodeURIComponent(fn[1]), fn[2] ?? '');
+  if (fn) {
+    const name = decodeFunctionName(fn[1]);
+    if (name === null) {
+      return Promise.resolve(jsonResponse({ code: 'BAD_REQUEST', message: 'Malformed function name' }, 400));
+    }
+    return invokeFunction(req, url, name, fn[2] ?? '');
+  }
   return Promise.resolve(jsonResponse({ message: 'no Route matched with those values' }, 404));
 }
 

@@ -1,11 +1,36 @@
-// The local gateway behaves like a hosted project's edge: Kong's key auth on /rest/v1, the
-// relay's JWT check on /functions/v1, CORS for browsers, JSON 404s.
+// The local gateway behaves like a hosted project's edge: Kong's key auth on /rest/v1 and its
+// request size limit on both paths, the relay's JWT check on /functions/v1, CORS for browsers,
+// JSON 404s.
 import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ANON_KEY, SERVICE_ROLE_KEY } from '../../scripts/lib/config.mjs';
 import { sql } from '../support/db.ts';
 import { apiUrl, clientFor } from '../support/supabase.ts';
 import { createUser, type TestUser } from '../support/users.ts';
+
+// The shared stack's gateway runs with the default limit (GATEWAY_MAX_BODY_BYTES, 2 MiB).
+const MiB = 1024 * 1024;
+const OVER_LIMIT = 3 * MiB;
+const UNDER_LIMIT = 2 * MiB - 1024;
+const TOO_LARGE = { message: 'Request size limit exceeded' };
+
+/** A JSON object of exactly `bytes` bytes: one string argument, `p_padding`. */
+function paddedJson(bytes: number): string {
+  return JSON.stringify({ p_padding: 'x'.repeat(bytes - '{"p_padding":""}'.length) });
+}
+
+/** POSTs `body` as a stream, so fetch sends it chunked, without a content-length. */
+function postChunked(url: string, body: string, headers: Record<string, string> = {}): Promise<Response> {
+  const bytes = new TextEncoder().encode(body);
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (let i = 0; i < bytes.length; i += 64 * 1024) controller.enqueue(bytes.subarray(i, i + 64 * 1024));
+      controller.close();
+    },
+  });
+  // Node's fetch needs `duplex` for a stream body; the DOM typings do not know it yet.
+  return fetch(url, { method: 'POST', headers, body: stream, duplex: 'half' } as RequestInit);
+}
 
 describe('/functions/v1', () => {
   it('answers 404 JSON for an unknown function', async () => {
@@ -29,6 +54,31 @@ describe('/functions/v1', () => {
     for (const h of ['authorization', 'apikey', 'x-client-info', 'content-type', 'x-request-id']) {
       expect(allowed).toContain(h);
     }
+  });
+
+  it('answers 400 JSON, not 500, for a function name with a malformed percent-escape', async () => {
+    const res = await fetch(`${apiUrl}/functions/v1/%E0%A4%A`);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ code: 'BAD_REQUEST', message: 'Malformed function name' });
+  });
+
+  it('refuses a body whose content-length is over the size limit with 413', async () => {
+    const res = await fetch(`${apiUrl}/functions/v1/health`, { method: 'POST', body: paddedJson(OVER_LIMIT) });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toEqual(TOO_LARGE);
+  });
+
+  it('refuses a streamed body over the size limit with 413, even where the function never reads it', async () => {
+    // health answers POST with 405 without reading the body: the gateway counts it all the same.
+    const res = await postChunked(`${apiUrl}/functions/v1/health`, paddedJson(OVER_LIMIT));
+    expect(res.status).toBe(413);
+    expect(await res.json()).toEqual(TOO_LARGE);
+  });
+
+  it('passes a streamed body under the size limit to the function', async () => {
+    const res = await postChunked(`${apiUrl}/functions/v1/health`, paddedJson(UNDER_LIMIT));
+    expect(res.status).toBe(405);
+    expect((await res.json()).error.code).toBe('method_not_allowed');
   });
 
   it('answers 404 JSON for a path outside /rest/v1 and /functions/v1', async () => {
@@ -61,6 +111,14 @@ describe('/rest/v1', () => {
 
   it('refuses a request with no API key, as Kong does', async () => {
     const res = await fetch(`${apiUrl}/rest/v1/organizations?select=id`);
+    expect(res.status).toBe(401);
+    expect(await res.json()).toEqual({ message: 'No API key found in request' });
+  });
+
+  it('refuses a request with only an Authorization header, as Kong does', async () => {
+    const res = await fetch(`${apiUrl}/rest/v1/organizations?select=id`, {
+      headers: { authorization: `Bearer ${user.token}` },
+    });
     expect(res.status).toBe(401);
     expect(await res.json()).toEqual({ message: 'No API key found in request' });
   });
@@ -117,5 +175,33 @@ describe('/rest/v1', () => {
     });
     expect(res.status).toBe(200);
     expect((await res.json())[0]).toMatchObject({ id: ownOrg, name: 'Renamed through the gateway' });
+  });
+
+  describe('request size limit', () => {
+    // No such RPC: PostgREST reads the whole body for the argument names, then answers 404.
+    const url = `${apiUrl}/rest/v1/rpc/gateway_size_probe`;
+    const headers = { apikey: ANON_KEY, 'content-type': 'application/json' };
+
+    it('refuses a body whose content-length is over the limit with 413', async () => {
+      const res = await fetch(url, { method: 'POST', headers, body: paddedJson(OVER_LIMIT) });
+      expect(res.status).toBe(413);
+      expect(await res.json()).toEqual(TOO_LARGE);
+    });
+
+    it('refuses a streamed body over the limit with 413', async () => {
+      const res = await postChunked(url, paddedJson(OVER_LIMIT), headers);
+      expect(res.status).toBe(413);
+      expect(await res.json()).toEqual(TOO_LARGE);
+    });
+
+    it('passes a body under the limit to PostgREST, with or without a content-length', async () => {
+      for (const res of [
+        await fetch(url, { method: 'POST', headers, body: paddedJson(UNDER_LIMIT) }),
+        await postChunked(url, paddedJson(UNDER_LIMIT), headers),
+      ]) {
+        expect(res.status).toBe(404);
+        expect(await res.json()).toMatchObject({ code: 'PGRST202', details: expect.stringContaining('p_padding') });
+      }
+    });
   });
 });
