@@ -102,8 +102,9 @@ if (wants('checks')) {
     ['generated database types are fresh', 'node', ['scripts/gen-types.mjs', '--check']],
     ['tsc --noEmit', bin('tsc'), ['--noEmit', '-p', 'tsconfig.json']],
     ['deno check (edge functions and gateway)', bin('deno'), ['check', '--config', 'deno.json',
-      ...fs.readdirSync(path.join(ROOT, 'functions')).filter((d) => !d.startsWith('_'))
-        .map((d) => `functions/${d}/index.ts`), 'scripts/functions-server.ts']],
+      ...fs.readdirSync(path.join(ROOT, 'functions'), { withFileTypes: true })
+        .filter((d) => d.isDirectory() && !d.name.startsWith('_')).map((d) => `functions/${d.name}/index.ts`),
+      'scripts/functions-server.ts']],
     ['squawk (migrations)', bin('squawk'), fs.readdirSync(path.join(ROOT, 'supabase/migrations'))
       .filter((f) => f.endsWith('.sql')).map((f) => `supabase/migrations/${f}`)],
     ['supabase db advisors (fail on warnings)', bin('supabase'),

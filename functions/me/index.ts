@@ -1,5 +1,6 @@
-// GET /functions/v1/me: the caller's profile and the organizations they belong to, read as the
-// caller so RLS decides what is visible.
+// GET or POST /functions/v1/me: the caller's profile and the organizations they belong to, read as
+// the caller so RLS decides what is visible. POST too because supabase-js `functions.invoke('me')`
+// posts unless told otherwise; the function reads no body.
 import { requireUser } from '../_shared/auth.ts';
 import { withUser } from '../_shared/db.ts';
 import { HttpError } from '../_shared/errors.ts';
@@ -40,6 +41,6 @@ export const handler = createHandler(async (req) => {
 
   if (!profile) throw new HttpError(404, 'profile_not_found', 'No profile exists for this user');
   return json({ user: profile, organizations });
-}, { name: 'me', methods: ['GET'] });
+}, { name: 'me', methods: ['GET', 'POST'] });
 
 if (import.meta.main) Deno.serve(handler);

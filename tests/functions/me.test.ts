@@ -1,4 +1,4 @@
-// GET /functions/v1/me: the caller's profile and exactly the organizations they belong to.
+// GET or POST /functions/v1/me: the caller's profile and exactly the organizations they belong to.
 import { randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { FunctionsHttpError } from '@supabase/supabase-js';
@@ -88,10 +88,19 @@ describe('me', () => {
     expect(body).toMatchObject({ error: { code: 'user_required' } });
   });
 
-  it('answers 405 to anything but GET', async () => {
-    const { status, body } = await errorOf(clientFor(alice.token).functions.invoke('me', { method: 'POST', body: {} }));
-    expect(status).toBe(405);
-    expect(body).toMatchObject({ error: { code: 'method_not_allowed' } });
+  it("answers POST, functions.invoke's default method, as GET", async () => {
+    const { data, error } = await clientFor(alice.token).functions.invoke('me');
+    expect(error).toBeNull();
+    expect(data.user).toMatchObject({ id: alice.id, email: alice.email });
+    expect(data.organizations).toHaveLength(2);
+  });
+
+  it('answers 405 to anything but GET and POST', async () => {
+    for (const method of ['PUT', 'PATCH', 'DELETE'] as const) {
+      const { status, body } = await errorOf(clientFor(alice.token).functions.invoke('me', { method, body: {} }));
+      expect(status).toBe(405);
+      expect(body).toMatchObject({ error: { code: 'method_not_allowed' } });
+    }
   });
 
   it('answers 404 profile_not_found when the profile row is missing', async () => {

@@ -1,6 +1,8 @@
 // The pure parts of functions/_shared (no Deno APIs), checked directly in node.
+import { corsHeaders as supabaseCorsHeaders } from '@supabase/supabase-js/cors';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { corsHeaders, preflight } from '../../functions/_shared/cors.ts';
 import { errorResponse, HttpError, toHttpError } from '../../functions/_shared/errors.ts';
 import { parse, parseJson } from '../../functions/_shared/validate.ts';
 
@@ -67,5 +69,25 @@ describe('validate', () => {
   it('rejects a body that is not JSON', async () => {
     const req = new Request('http://x/', { method: 'POST', body: '{nope' });
     await expect(parseJson(req, schema)).rejects.toMatchObject({ status: 400, code: 'invalid_request' });
+  });
+});
+
+describe('cors', () => {
+  const headerList = (value: string | null | undefined) => (value ?? '').split(',').map((h) => h.trim().toLowerCase());
+
+  it('allows every header the installed supabase-js sends, and x-request-id', () => {
+    expect(headerList(corsHeaders['access-control-allow-headers']).sort())
+      .toEqual([...headerList(supabaseCorsHeaders['Access-Control-Allow-Headers']), 'x-request-id'].sort());
+  });
+
+  it('answers a preflight with the tracing and retry headers supabase-js adds', () => {
+    const allowed = headerList(preflight().headers.get('access-control-allow-headers'));
+    const sentBySupabaseJs = ['authorization', 'apikey', 'x-client-info', 'content-type', 'x-retry-count',
+      'traceparent', 'tracestate', 'baggage'];
+    for (const h of sentBySupabaseJs) expect(allowed).toContain(h);
+  });
+
+  it('lets browsers read x-request-id', () => {
+    expect(preflight().headers.get('access-control-expose-headers')).toBe('x-request-id');
   });
 });
