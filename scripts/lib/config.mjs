@@ -12,6 +12,10 @@ export const PORTS = {
   db: 54322,
   postgrest: 54330, // internal, reached through the gateway
   postgrestAdmin: 54331, // PostgREST's /live and /ready
+  // tests/hosted: a throwaway database with hosted Supabase's roles and defaults, and its PostgREST
+  hostedDb: 54332,
+  hostedRest: 54333,
+  hostedRestAdmin: 54334,
 };
 
 export const API_URL = `http://127.0.0.1:${PORTS.gateway}`;

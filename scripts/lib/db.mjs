@@ -10,9 +10,9 @@ export const SQL_LOCAL_DIR = path.join(ROOT, 'sql/local');
 export const SEED_FILE = path.join(ROOT, 'supabase/seed.sql');
 const SUPABASE_BIN = path.join(ROOT, 'node_modules/.bin/supabase');
 
-/** A short-lived admin connection; `database` picks another database of the cluster. */
-export function connect({ database = 'postgres', max = 1 } = {}) {
-  const url = new URL(DB_URL);
+/** A short-lived admin connection; `database` picks another database of the cluster, `url` another cluster. */
+export function connect({ database = 'postgres', max = 1, url: base = DB_URL } = {}) {
+  const url = new URL(base);
   url.pathname = `/${database}`;
   return postgres(url.toString(), { max, onnotice: () => {}, connect_timeout: 5 });
 }
@@ -34,10 +34,10 @@ export async function applyPlatform(sql) {
 }
 
 /** Applies pending migrations with the Supabase CLI, exactly as `supabase db push` does for a hosted project. */
-export function pushMigrations() {
+export function pushMigrations(url = DB_URL) {
   const result = spawnSync(
     SUPABASE_BIN,
-    ['db', 'push', `--remote=${DB_URL}`, '--include-all', '--yes', '--workdir', ROOT],
+    ['db', 'push', `--remote=${url}`, '--include-all', '--yes', '--workdir', ROOT],
     { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SUPABASE_YES: '1', DO_NOT_TRACK: '1' } },
   );
   if (result.status !== 0) {

@@ -3,9 +3,6 @@
 -- the project's storage adapter (.local/storage/), and policies on storage.objects are tested in SQL.
 create schema if not exists storage authorization supabase_storage_admin;
 grant usage on schema storage to postgres, anon, authenticated, service_role, dashboard_user;
-alter default privileges in schema storage grant all on tables to postgres, anon, authenticated, service_role;
-alter default privileges in schema storage grant all on functions to postgres, anon, authenticated, service_role;
-alter default privileges in schema storage grant all on sequences to postgres, anon, authenticated, service_role;
 
 create table if not exists storage.buckets (
   id text not null primary key,
@@ -42,7 +39,14 @@ alter table storage.buckets enable row level security;
 alter table storage.objects enable row level security;
 alter table storage.buckets owner to supabase_storage_admin;
 alter table storage.objects owner to supabase_storage_admin;
-grant all on storage.buckets, storage.objects to anon, authenticated, service_role, postgres;
+-- The Storage API runs its queries as the caller's role, so the policies on storage.objects decide;
+-- the API roles need the row commands on objects and to read buckets, and nothing more (no
+-- TRUNCATE, REFERENCES or TRIGGER). postgres may grant them on, as on hosted.
+revoke all on storage.buckets, storage.objects from anon, authenticated, service_role;
+grant select on storage.buckets to anon, authenticated;
+grant select, insert, update, delete on storage.objects to anon, authenticated;
+grant select, insert, update, delete on storage.buckets, storage.objects to service_role;
+grant all on storage.buckets, storage.objects to postgres with grant option;
 
 create or replace function storage.foldername(name text) returns text[]
 language plpgsql immutable

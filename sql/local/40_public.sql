@@ -1,8 +1,8 @@
--- Local stand-in: the public schema's default grants on a Supabase project. Everything created by
--- postgres in public is granted to the API roles; row-level security is what protects the rows.
--- (Our first migration narrows the default for functions: execute is granted per function.)
+-- Local stand-in: the public schema as a hosted project has it since 2026-10-30. The API roles
+-- may use the schema, but nothing created in it is granted to them by default: every migration
+-- grants, next to each table and function, exactly what each role needs.
 grant usage on schema public to postgres, anon, authenticated, service_role;
 grant all on schema public to postgres;
-alter default privileges in schema public grant all on tables to postgres, anon, authenticated, service_role;
-alter default privileges in schema public grant all on functions to postgres, anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to postgres, anon, authenticated, service_role;
+alter default privileges in schema public revoke all on tables from anon, authenticated, service_role;
+alter default privileges in schema public revoke all on functions from anon, authenticated, service_role;
+alter default privileges in schema public revoke all on sequences from anon, authenticated, service_role;

@@ -43,6 +43,11 @@ comment on column public.profiles.avatar_url is 'Avatar image URL; from the sign
 comment on column public.profiles.created_at is 'When the profile was created.';
 comment on column public.profiles.updated_at is 'When the profile last changed.';
 
+-- Grants (RLS below decides the rows): users read profiles and edit their own name and avatar;
+-- the trigger on auth.users creates them. Backends read and correct them.
+grant select, update (full_name, avatar_url) on public.profiles to authenticated;
+grant select, update on public.profiles to service_role;
+
 create trigger profiles_set_updated_at
 before update on public.profiles
 for each row execute function private.set_updated_at();
@@ -114,6 +119,11 @@ comment on column public.organizations.created_by is 'The user who created the o
 comment on column public.organizations.created_at is 'When the organization was created.';
 comment on column public.organizations.updated_at is 'When the organization last changed.';
 
+-- Members read, owners and admins rename, owners delete (RLS below); creating one is an RPC.
+-- Backends (operators) may do all of it; the triggers below keep the rules on every path.
+grant select, update (name, slug), delete on public.organizations to authenticated;
+grant select, insert, update, delete on public.organizations to service_role;
+
 create index organizations_created_by_idx on public.organizations (created_by);
 
 create trigger organizations_set_updated_at
@@ -139,6 +149,52 @@ create trigger organizations_normalize
 before insert or update of name, slug on public.organizations
 for each row execute function private.normalize_organization();
 
+-- Deleting an organization leaves a tombstone and an organization.deleted event. The records the
+-- law makes us keep (the credit ledger, overage and, later, invoices) stay behind, detached from
+-- personal data, until the tombstone's retention ends and a job removes them; each area that
+-- keeps such records refuses the deletion while something is unsettled.
+create table private.deleted_organizations (
+  organization_id uuid primary key,
+  deleted_at timestamptz not null,
+  records_retained_until timestamptz not null,
+  records_purged_at timestamptz
+);
+comment on table private.deleted_organizations is 'Tombstones of deleted organizations: how long their money records are kept.';
+comment on column private.deleted_organizations.organization_id is 'The deleted organization''s id (no foreign key: it is gone).';
+comment on column private.deleted_organizations.deleted_at is 'When it was deleted.';
+comment on column private.deleted_organizations.records_retained_until is 'Its retained records are removed after this time (setting deleted_organization_records_retention).';
+comment on column private.deleted_organizations.records_purged_at is 'When the retained records were removed.';
+alter table private.deleted_organizations enable row level security;
+grant select on private.deleted_organizations to service_role;
+create index deleted_organizations_retained_until_idx on private.deleted_organizations (records_retained_until)
+  where records_purged_at is null;
+
+insert into private.settings (key, value, description) values
+  ('deleted_organization_records_retention', '"10 years"',
+   'How long the money records of a deleted organization (ledger, overage, invoices) are kept.'),
+  ('invitations_per_email_per_hour', '3', 'Invitations (and re-sends) an organization may send one address per hour.'),
+  ('invitations_per_inviter_per_hour', '50', 'Invitations one user may send per hour, across organizations.');
+
+create function private.record_organization_deletion()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  insert into private.deleted_organizations (organization_id, deleted_at, records_retained_until)
+  values (old.id, now(), now() + (private.setting('deleted_organization_records_retention') #>> '{}')::interval);
+  perform private.append_domain_event(old.id, 'organization.deleted',
+    jsonb_build_object('organization_id', old.id, 'name', old.name, 'slug', old.slug, 'deleted_by', auth.uid()));
+  return null;
+end
+$$;
+comment on function private.record_organization_deletion() is 'Trigger: writes the tombstone and the organization.deleted event of a deleted organization.';
+
+create trigger organizations_record_deletion
+after delete on public.organizations
+for each row execute function private.record_organization_deletion();
+
 create table public.organization_members (
   organization_id uuid not null references public.organizations (id) on delete cascade,
   user_id uuid not null references auth.users (id) on delete cascade,
@@ -155,6 +211,11 @@ comment on column public.organization_members.role is 'owner, admin, member or b
 comment on column public.organization_members.invited_by is 'Who invited the member, if they joined by invitation.';
 comment on column public.organization_members.created_at is 'When the member joined.';
 comment on column public.organization_members.updated_at is 'When the membership last changed (role).';
+
+-- Members read their teammates; every change is an RPC. Operators may change memberships
+-- directly; the last-owner trigger below still applies.
+grant select on public.organization_members to authenticated;
+grant select, insert, update, delete on public.organization_members to service_role;
 
 create index organization_members_user_id_idx on public.organization_members (user_id);
 create index organization_members_invited_by_idx on public.organization_members (invited_by);
@@ -202,6 +263,38 @@ create trigger organization_members_keep_an_owner
 after update or delete on public.organization_members
 for each row execute function private.keep_an_owner();
 
+-- Deleting a user who is the only owner of an organization: the rule above refuses it too, one
+-- organization at a time, from inside the cascade. This says up front which organizations block
+-- it and what to do, to the operator deleting the user (Studio, the Auth admin API).
+create function private.guard_user_deletion()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_blocking text;
+begin
+  select string_agg(format('%s (%s)', o.slug, o.id), ', ' order by o.slug) into v_blocking
+  from public.organization_members m
+  join public.organizations o on o.id = m.organization_id
+  where m.user_id = old.id and m.role = 'owner'
+    and not exists (
+      select 1 from public.organization_members x
+      where x.organization_id = m.organization_id and x.role = 'owner' and x.user_id <> old.id);
+  if v_blocking is not null then
+    raise exception using errcode = 'P0001', message = 'last_owner',
+      detail = format('The user is the only owner of %s: make another member owner of each (update_member_role) or delete them first.', v_blocking);
+  end if;
+  return old;
+end
+$$;
+comment on function private.guard_user_deletion() is 'Trigger on auth.users: refuses to delete the only owner of an organization, naming the organizations.';
+
+create trigger on_auth_user_deleting
+before delete on auth.users
+for each row execute function private.guard_user_deletion();
+
 -- ---------------------------------------------------------------------------------------------
 -- Invitations
 -- ---------------------------------------------------------------------------------------------
@@ -230,6 +323,11 @@ comment on column public.organization_invitations.accepted_at is 'When the invit
 comment on column public.organization_invitations.accepted_by is 'The user who accepted it.';
 comment on column public.organization_invitations.created_at is 'When the invitation was first sent.';
 comment on column public.organization_invitations.updated_at is 'When it was last re-sent or accepted.';
+
+-- Owners and admins read and revoke (delete) invitations; sending and accepting are RPCs, since
+-- only they make and check the token.
+grant select, delete on public.organization_invitations to authenticated;
+grant select, delete on public.organization_invitations to service_role;
 
 -- One pending invitation per (organization, email); inviting again re-sends it.
 create unique index organization_invitations_one_pending_idx
@@ -345,14 +443,8 @@ alter table public.organizations enable row level security;
 alter table public.organization_members enable row level security;
 alter table public.organization_invitations enable row level security;
 
-revoke all on public.profiles, public.organizations, public.organization_members, public.organization_invitations from anon;
--- Writes that carry rules go through RPCs; the direct grants are only what the policies allow.
-revoke insert, update, delete, truncate, references, trigger
-  on public.profiles, public.organizations, public.organization_members, public.organization_invitations from authenticated;
-grant update (full_name, avatar_url) on public.profiles to authenticated;
-grant update (name, slug) on public.organizations to authenticated;
-grant delete on public.organizations to authenticated;
-grant delete on public.organization_invitations to authenticated;
+-- The grants are next to each table above: nothing to anon, to authenticated only what these
+-- policies then filter.
 
 create policy "Users can read their own profile and their teammates'"
 on public.profiles for select to authenticated
@@ -543,6 +635,13 @@ begin
     raise exception using errcode = '23505', message = 'already_member', detail = format('%s is already a member.', v_email);
   end if;
 
+  -- Every invitation becomes a mail: throttled per address and per inviter, so nobody can
+  -- mail-bomb an address with an organization name of their choosing.
+  perform private.hit_rate_limit('invitation_email', p_organization_id::text || ':' || v_email,
+    (private.setting('invitations_per_email_per_hour') #>> '{}')::integer, interval '1 hour');
+  perform private.hit_rate_limit('invitation_inviter', v_user_id::text,
+    (private.setting('invitations_per_inviter_per_hour') #>> '{}')::integer, interval '1 hour');
+
   v_expires_at := now() + p_expires_in;
   -- Inviting the same email again re-sends the pending invitation with a fresh token.
   insert into public.organization_invitations (organization_id, email, role, token_hash, invited_by, expires_at)
@@ -573,7 +672,7 @@ as $$
   select private.invite_member(p_organization_id, p_email, p_role)
 $$;
 comment on function public.invite_member(uuid, text, text) is
-  'Invites an email to the organization (owners and admins; only owners invite owners). Returns {invitation_id, email, role, token, expires_at}; the token is shown once. Errors: not_authenticated, not_authorized, invalid_role, invalid_email, already_member.';
+  'Invites an email to the organization (owners and admins; only owners invite owners). Returns {invitation_id, email, role, token, expires_at}; the token is shown once. Sends are limited per address and per inviter each hour. Errors: not_authenticated, not_authorized, invalid_role, invalid_email, already_member, rate_limited.';
 grant execute on function public.invite_member(uuid, text, text) to authenticated;
 
 -- ---------------------------------------------------------------------------------------------
@@ -721,6 +820,11 @@ begin
     raise exception using errcode = '42501', message = 'not_authorized', detail = 'Only owners can remove owners.';
   end if;
   delete from public.organization_members where organization_id = p_organization_id and user_id = p_user_id;
+  -- The row lock above makes a concurrent leave wait for us; should the member be gone anyway,
+  -- nothing was removed and nothing is announced.
+  if not found then
+    raise exception using errcode = 'PT404', message = 'member_not_found', detail = 'That user is not a member of this organization.';
+  end if;
   perform private.append_domain_event(p_organization_id, 'member.removed',
     jsonb_build_object('user_id', p_user_id, 'role', v_role, 'removed_by', v_caller_id));
 end
@@ -751,6 +855,11 @@ declare
   v_role public.organization_role := private.require_membership(p_organization_id, v_user_id);
 begin
   delete from public.organization_members where organization_id = p_organization_id and user_id = v_user_id;
+  -- Removed by someone else meanwhile (the delete waited for their commit and found nothing):
+  -- that removal wrote its event; this call writes nothing.
+  if not found then
+    raise exception using errcode = '42501', message = 'not_authorized', detail = 'You are not a member of this organization.';
+  end if;
   perform private.append_domain_event(p_organization_id, 'member.left',
     jsonb_build_object('user_id', v_user_id, 'role', v_role));
 end

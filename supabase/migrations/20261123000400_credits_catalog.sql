@@ -27,6 +27,10 @@ comment on column public.credit_pools.description is 'What the credits of this p
 comment on column public.credit_pools.sort_order is 'Display order.';
 comment on column public.credit_pools.created_at is 'When the pool was added.';
 
+-- The catalogue is read by signed-in users (RLS below) and written by the service role.
+grant select on public.credit_pools to authenticated;
+grant select, insert, update, delete on public.credit_pools to service_role;
+
 insert into public.credit_pools (key, name, description, sort_order) values
   ('ai', 'AI', 'AI replies, assistants, generation and automations', 10),
   ('whatsapp', 'WhatsApp', 'WhatsApp messages sent', 20),
@@ -42,6 +46,7 @@ create table public.credit_plans (
   description text,
   period interval not null default interval '1 month' check (period >= interval '1 day'),
   is_active boolean not null default true,
+  is_free boolean not null default false,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now()
 );
@@ -51,8 +56,12 @@ comment on column public.credit_plans.name is 'Display name.';
 comment on column public.credit_plans.description is 'What the plan offers.';
 comment on column public.credit_plans.period is 'Length of a billing period; the allocation expires at its end.';
 comment on column public.credit_plans.is_active is 'Inactive plans keep their organizations but cannot be chosen anew.';
+comment on column public.credit_plans.is_free is 'Nobody pays for it: how many such organizations one user may own is limited (setting free_organizations_per_user).';
 comment on column public.credit_plans.created_at is 'When the plan was added.';
 comment on column public.credit_plans.updated_at is 'When the plan last changed.';
+
+grant select on public.credit_plans to authenticated;
+grant select, insert, update, delete on public.credit_plans to service_role;
 
 create trigger credit_plans_set_updated_at
 before update on public.credit_plans
@@ -63,6 +72,7 @@ create table public.credit_plan_allocations (
   pool_key text not null references public.credit_pools (key) on update cascade on delete restrict,
   amount bigint not null check (amount >= 0),
   allows_overage boolean not null default false,
+  overage_cap bigint not null default 0 check (overage_cap between 0 and 1000000000),
   primary key (plan_key, pool_key)
 );
 comment on table public.credit_plan_allocations is 'Credits a plan grants per pool per billing period, and whether usage beyond them is billed as overage.';
@@ -70,22 +80,26 @@ comment on column public.credit_plan_allocations.plan_key is 'The plan.';
 comment on column public.credit_plan_allocations.pool_key is 'The pool.';
 comment on column public.credit_plan_allocations.amount is 'Credits granted at the start of every period; they expire at its end.';
 comment on column public.credit_plan_allocations.allows_overage is 'Whether a reservation may be committed beyond its hold and the available credits, the excess recorded as overage for billing instead of refused. consume_credits_rpc never overdraws.';
+comment on column public.credit_plan_allocations.overage_cap is 'Most overage an organization may run up in this pool per billing period; a commit beyond it is refused (overage_cap_exceeded).';
+
+grant select on public.credit_plan_allocations to authenticated;
+grant select, insert, update, delete on public.credit_plan_allocations to service_role;
 
 create index credit_plan_allocations_pool_key_idx on public.credit_plan_allocations (pool_key);
 
-insert into public.credit_plans (key, name, description) values
-  ('starter', 'Starter', 'For small teams getting started'),
-  ('premium', 'Premium', 'For teams that automate at scale');
+insert into public.credit_plans (key, name, description, is_free) values
+  ('starter', 'Starter', 'For small teams getting started', true),
+  ('premium', 'Premium', 'For teams that automate at scale', false);
 
-insert into public.credit_plan_allocations (plan_key, pool_key, amount, allows_overage) values
-  ('starter', 'ai', 200, false),
-  ('starter', 'whatsapp', 150, false),
-  ('starter', 'email', 1000, false),
-  ('starter', 'sms', 50, false),
-  ('premium', 'ai', 1500, true),
-  ('premium', 'whatsapp', 1200, true),
-  ('premium', 'email', 20000, true),
-  ('premium', 'sms', 500, true);
+insert into public.credit_plan_allocations (plan_key, pool_key, amount, allows_overage, overage_cap) values
+  ('starter', 'ai', 200, false, 0),
+  ('starter', 'whatsapp', 150, false, 0),
+  ('starter', 'email', 1000, false, 0),
+  ('starter', 'sms', 50, false, 0),
+  ('premium', 'ai', 1500, true, 1500),
+  ('premium', 'whatsapp', 1200, true, 1200),
+  ('premium', 'email', 20000, true, 20000),
+  ('premium', 'sms', 500, true, 500);
 
 -- ---------------------------------------------------------------------------------------------
 -- Actions and what they cost, per pool
@@ -106,6 +120,9 @@ comment on column public.credit_actions.is_enabled is 'Disabled actions are refu
 comment on column public.credit_actions.created_at is 'When the action was added.';
 comment on column public.credit_actions.updated_at is 'When the action last changed.';
 
+grant select on public.credit_actions to authenticated;
+grant select, insert, update, delete on public.credit_actions to service_role;
+
 create trigger credit_actions_set_updated_at
 before update on public.credit_actions
 for each row execute function private.set_updated_at();
@@ -120,6 +137,9 @@ comment on table public.credit_action_costs is 'Credits one unit of an action co
 comment on column public.credit_action_costs.action_key is 'The action.';
 comment on column public.credit_action_costs.pool_key is 'A pool the action draws from.';
 comment on column public.credit_action_costs.amount is 'Credits per unit of the action.';
+
+grant select on public.credit_action_costs to authenticated;
+grant select, insert, update, delete on public.credit_action_costs to service_role;
 
 create index credit_action_costs_pool_key_idx on public.credit_action_costs (pool_key);
 
@@ -145,18 +165,13 @@ insert into public.credit_action_costs (action_key, pool_key, amount) values
 
 -- ---------------------------------------------------------------------------------------------
 -- RLS: the catalogue is readable by signed-in users and written only by the service role
--- (which bypasses RLS) and the database owner (Studio, migrations).
+-- (which bypasses RLS) and the database owner (Studio, migrations). Grants are next to each table.
 -- ---------------------------------------------------------------------------------------------
 alter table public.credit_pools enable row level security;
 alter table public.credit_plans enable row level security;
 alter table public.credit_plan_allocations enable row level security;
 alter table public.credit_actions enable row level security;
 alter table public.credit_action_costs enable row level security;
-
-revoke all on public.credit_pools, public.credit_plans, public.credit_plan_allocations,
-  public.credit_actions, public.credit_action_costs from anon, authenticated;
-grant select on public.credit_pools, public.credit_plans, public.credit_plan_allocations,
-  public.credit_actions, public.credit_action_costs to authenticated;
 
 create policy "Signed-in users can read the credit pools"
 on public.credit_pools for select to authenticated using (true);

@@ -64,6 +64,10 @@ comment on column public.organization_plans.period_end is 'End of the current pe
 comment on column public.organization_plans.created_at is 'When the organization got a plan.';
 comment on column public.organization_plans.updated_at is 'When the plan or period last changed.';
 
+-- Credit state is read by members (RLS below) and by backends; every write is one of the
+-- functions below, which keep balances, grants and the ledger in agreement.
+grant select on public.organization_plans to authenticated, service_role;
+
 create index organization_plans_plan_key_idx on public.organization_plans (plan_key);
 create index organization_plans_period_end_idx on public.organization_plans (period_end);
 
@@ -105,6 +109,8 @@ comment on column public.credit_grants.granted_by is 'The user who granted it (a
 comment on column public.credit_grants.metadata is 'Free-form details.';
 comment on column public.credit_grants.created_at is 'When the grant was made.';
 
+grant select on public.credit_grants to authenticated, service_role;
+
 create index credit_grants_draw_order_idx
   on public.credit_grants (organization_id, pool_key, priority, expires_at, (kind = 'purchase'), created_at, id);
 create index credit_grants_granted_by_idx on public.credit_grants (granted_by);
@@ -141,6 +147,8 @@ comment on column public.credit_balances.head_remaining is 'Live remaining credi
 comment on column public.credit_balances.next_expiry_at is 'Soonest expiry among grants with credits left; past it, the next write sweeps expired credits first.';
 comment on column public.credit_balances.low_threshold is 'Falling below this appends one credits.low event (10% of the plan allocation unless overridden).';
 comment on column public.credit_balances.low_threshold_override is 'An organization''s own low-balance threshold for this pool, if set.';
+
+grant select on public.credit_balances to authenticated, service_role;
 
 create index credit_balances_pool_key_idx on public.credit_balances (pool_key);
 
@@ -208,34 +216,40 @@ comment on column public.credit_ledger.actor_role is 'The caller''s role: authen
 comment on column public.credit_ledger.metadata is 'Caller-supplied details (e.g. a message id).';
 comment on column public.credit_ledger.created_at is 'When the movement happened.';
 
+-- Append-only for everyone: TRUNCATE skips row triggers and the purge flag is a setting any
+-- session can set, so no API role may write the ledger at all; only the owner's functions do.
+grant select on public.credit_ledger to authenticated, service_role;
+
 create index credit_ledger_organization_id_created_at_idx on public.credit_ledger (organization_id, created_at);
 create index credit_ledger_transaction_id_idx on public.credit_ledger (transaction_id);
 create index credit_ledger_refund_of_idx on public.credit_ledger (refund_of) where refund_of is not null;
 
+-- The only changes the owner's functions may make: clearing who caused a movement and its
+-- caller-supplied metadata (detaching personal data), and deleting rows whose retention ended.
+-- Each says so with a transaction-local setting; API roles cannot write the ledger at all.
 create function private.guard_credit_ledger()
 returns trigger
 language plpgsql
 set search_path = ''
 as $$
 begin
-  if tg_op = 'DELETE' and (
-       coalesce(current_setting('private.allow_purge', true), '') = 'on'
-       or not exists (select 1 from public.organizations where id = old.organization_id)) then
+  if tg_op = 'DELETE' and coalesce(current_setting('private.allow_purge', true), '') = 'on' then
     return old;
+  end if;
+  if tg_op = 'UPDATE' and coalesce(current_setting('private.allow_detach', true), '') = 'on'
+     and new.actor_id is null and new.metadata = '{}'::jsonb
+     and to_jsonb(new) - 'actor_id' - 'metadata' = to_jsonb(old) - 'actor_id' - 'metadata' then
+    return new;
   end if;
   raise exception using errcode = '42501', message = 'append_only',
     detail = 'The credit ledger is append-only: record a correcting movement instead.';
 end
 $$;
-comment on function private.guard_credit_ledger() is 'Trigger: the ledger is append-only; rows leave only with their organization or through the purge machinery.';
+comment on function private.guard_credit_ledger() is 'Trigger: the ledger is append-only; personal fields are cleared and rows removed only by the retention machinery.';
 
 create trigger credit_ledger_append_only
 before update or delete on public.credit_ledger
 for each row execute function private.guard_credit_ledger();
-
--- TRUNCATE skips row triggers, and the purge flag is a setting any session can set: so no API
--- role may update, delete or truncate the ledger at all; only the owner's functions do.
-revoke update, delete, truncate on public.credit_ledger from anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Reservations, overage, idempotency keys
@@ -272,15 +286,20 @@ comment on column public.credit_reservations.metadata is 'Caller-supplied detail
 comment on column public.credit_reservations.created_at is 'When the credits were reserved.';
 comment on column public.credit_reservations.settled_at is 'When the reservation was committed, released or expired.';
 
+grant select on public.credit_reservations to authenticated, service_role;
+
 create unique index credit_reservations_idempotency_key_idx
   on public.credit_reservations (organization_id, idempotency_key) where idempotency_key is not null;
 create index credit_reservations_active_idx on public.credit_reservations (organization_id, expires_at) where status = 'active';
 create index credit_reservations_expires_at_idx on public.credit_reservations (expires_at) where status = 'active';
 create index credit_reservations_created_by_idx on public.credit_reservations (created_by);
 
+-- No foreign key to organizations: overage is a money record, kept after the organization is
+-- deleted (see private.deleted_organizations), and an organization with unbilled overage cannot
+-- be deleted at all.
 create table public.credit_overages (
   id bigint generated always as identity primary key,
-  organization_id uuid not null references public.organizations (id) on delete cascade,
+  organization_id uuid not null,
   pool_key text not null references public.credit_pools (key) on update cascade,
   amount bigint not null check (amount > 0),
   transaction_id uuid not null,
@@ -297,6 +316,8 @@ comment on column public.credit_overages.transaction_id is 'The ledger transacti
 comment on column public.credit_overages.reservation_id is 'The reservation that was committed.';
 comment on column public.credit_overages.created_at is 'When it happened.';
 comment on column public.credit_overages.billed_at is 'When billing charged it; null while unbilled.';
+
+grant select on public.credit_overages to authenticated, service_role;
 
 create index credit_overages_organization_id_idx on public.credit_overages (organization_id, created_at);
 create index credit_overages_pool_key_idx on public.credit_overages (pool_key);
@@ -315,24 +336,53 @@ comment on table private.credit_idempotency_keys is 'consume_credits_rpc idempot
 alter table private.credit_idempotency_keys enable row level security;
 create index credit_idempotency_keys_created_at_idx on private.credit_idempotency_keys (created_at);
 
--- An organization's ledger and idempotency keys leave with it.
-create function private.delete_organization_credit_history()
+-- An organization with unbilled overage cannot be deleted: billing must charge it first.
+create function private.guard_organization_credit_deletion()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_unbilled bigint;
+begin
+  select count(*) into v_unbilled from public.credit_overages where organization_id = old.id and billed_at is null;
+  if v_unbilled > 0 then
+    raise exception using errcode = 'P0001', message = 'unsettled_balance',
+      detail = format('The organization has %s unbilled overage records: settle them before deleting it.', v_unbilled);
+  end if;
+  return old;
+end
+$$;
+comment on function private.guard_organization_credit_deletion() is 'Trigger: refuses to delete an organization with unbilled overage.';
+
+create trigger organizations_guard_credit_deletion
+before delete on public.organizations
+for each row execute function private.guard_organization_credit_deletion();
+
+-- A deleted organization's ledger and overage stay for the tombstone's retention, detached from
+-- the people who caused them; its idempotency keys go.
+create function private.detach_organization_credit_history()
 returns trigger
 language plpgsql
 security definer
 set search_path = ''
 as $$
 begin
-  delete from public.credit_ledger where organization_id = old.id;
+  perform set_config('private.allow_detach', 'on', true);
+  update public.credit_ledger set actor_id = null, metadata = '{}'::jsonb
+  where organization_id = old.id and (actor_id is not null or metadata <> '{}'::jsonb);
+  perform set_config('private.allow_detach', '', true);
   delete from private.credit_idempotency_keys where organization_id = old.id;
   return null;
 end
 $$;
-comment on function private.delete_organization_credit_history() is 'Trigger: deletes a deleted organization''s credit ledger and idempotency keys.';
+comment on function private.detach_organization_credit_history() is
+  'Trigger: clears the personal fields of a deleted organization''s ledger and deletes its idempotency keys.';
 
-create trigger organizations_delete_credit_history
+create trigger organizations_detach_credit_history
 after delete on public.organizations
-for each row execute function private.delete_organization_credit_history();
+for each row execute function private.detach_organization_credit_history();
 
 -- =============================================================================================
 -- The engine (private, security definer)
@@ -446,6 +496,27 @@ begin
 end
 $$;
 comment on function private.parse_pool_amounts(jsonb, boolean) is 'Validates {"pool": amount} and returns its rows in pool order; raises invalid_amounts or pool_not_found.';
+
+-- Caller-supplied metadata is copied into ledger and reservation rows nobody can delete: one
+-- rule for every function that accepts it. Returns it, null as {}.
+create function private.check_metadata(p_metadata jsonb)
+returns jsonb
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_metadata is null then
+    return '{}'::jsonb;
+  end if;
+  if jsonb_typeof(p_metadata) <> 'object' or octet_length(p_metadata::text) > 8192 then
+    raise exception using errcode = '22023', message = 'invalid_metadata', detail = 'p_metadata must be a JSON object of at most 8 KB.';
+  end if;
+  return p_metadata;
+end
+$$;
+comment on function private.check_metadata(jsonb) is 'Validates caller metadata: a JSON object of at most 8 KB; raises invalid_metadata.';
+grant execute on function private.check_metadata(jsonb) to service_role;
 
 -- What p_quantity units of an enabled action cost, one row per pool in pool order; raises
 -- unknown_action or action_disabled. (consume_credits_rpc's hot path reads the catalogue
@@ -743,7 +814,8 @@ comment on function private.add_credit_grant(uuid, text, public.credit_grant_kin
 -- Starts a billing period: the old plan allocation expires now, the new one is granted until
 -- the period's end, and the low thresholds follow the new allocation.
 create function private.start_plan_period(
-  p_organization_id uuid, p_plan_key text, p_period_start timestamptz, p_now timestamptz
+  p_organization_id uuid, p_plan_key text, p_period_start timestamptz, p_now timestamptz,
+  p_grant_allocation boolean default true
 )
 returns void
 language plpgsql
@@ -773,7 +845,9 @@ begin
   where organization_id = p_organization_id and kind = 'plan_allocation' and expires_at > p_now;
 
   for v_allocation in
-    select pool_key, amount from public.credit_plan_allocations where plan_key = p_plan_key and amount > 0 order by pool_key
+    select pool_key, amount from public.credit_plan_allocations
+    where plan_key = p_plan_key and amount > 0 and p_grant_allocation
+    order by pool_key
   loop
     with g as (
       insert into public.credit_grants (organization_id, pool_key, kind, amount, remaining, expires_at, source, created_at)
@@ -795,10 +869,65 @@ begin
   perform private.close_credit_pools(p_organization_id, v_pools, p_now);
 end
 $$;
-comment on function private.start_plan_period(uuid, text, timestamptz, timestamptz) is
-  'Starts a billing period on a plan: expires the old allocation, grants the new one, resets thresholds.';
+comment on function private.start_plan_period(uuid, text, timestamptz, timestamptz, boolean) is
+  'Starts a billing period on a plan: expires the old allocation, grants the new one (unless p_grant_allocation is false), resets thresholds.';
 
--- Every new organization starts on starter with its allocation granted.
+-- Free credits are bounded per user: a user may own only so many organizations on a free plan
+-- (setting free_organizations_per_user), and a slug gets the free first allocation once ever,
+-- so deleting and re-creating an organization does not grant it again. Organizations the
+-- service role creates (operators, provisioning backends) are not limited.
+insert into private.settings (key, value, description) values
+  ('free_organizations_per_user', '3', 'How many organizations on a free plan one user may own; creating one more is refused (free_organization_limit).');
+
+create table private.free_allocations (
+  slug text primary key,
+  organization_id uuid not null,
+  user_id uuid references auth.users (id) on delete set null,
+  granted_at timestamptz not null default now()
+);
+comment on table private.free_allocations is 'Slugs whose organization got the free first allocation; kept after the organization is deleted.';
+comment on column private.free_allocations.slug is 'The organization''s slug when it was created.';
+comment on column private.free_allocations.organization_id is 'The organization that got the allocation (no foreign key: it may be gone).';
+comment on column private.free_allocations.user_id is 'Who created it.';
+comment on column private.free_allocations.granted_at is 'When.';
+alter table private.free_allocations enable row level security;
+grant select on private.free_allocations to service_role;
+create index free_allocations_user_id_idx on private.free_allocations (user_id);
+
+create function private.limit_free_organizations()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_owned integer;
+  v_limit integer := (private.setting('free_organizations_per_user') #>> '{}')::integer;
+begin
+  if new.created_by is null or private.credit_caller_role() = 'service_role' then
+    return new;
+  end if;
+  -- One creation at a time per user, so two racing creations cannot both pass the count.
+  perform pg_advisory_xact_lock(hashtextextended('free_organizations:' || new.created_by::text, 0));
+  select count(*) into v_owned
+  from public.organization_members m
+  join public.organization_plans op on op.organization_id = m.organization_id
+  join public.credit_plans p on p.key = op.plan_key
+  where m.user_id = new.created_by and m.role = 'owner' and p.is_free;
+  if v_owned >= v_limit then
+    raise exception using errcode = 'P0001', message = 'free_organization_limit',
+      detail = format('You own %s organizations on a free plan, the most allowed: upgrade or delete one first.', v_owned);
+  end if;
+  return new;
+end
+$$;
+comment on function private.limit_free_organizations() is 'Trigger: refuses a user''s organization beyond free_organizations_per_user on a free plan.';
+
+create trigger organizations_limit_free
+before insert on public.organizations
+for each row execute function private.limit_free_organizations();
+
+-- Every new organization starts on starter; its first allocation is granted unless its slug had one.
 create function private.start_organization_on_starter()
 returns trigger
 language plpgsql
@@ -806,11 +935,15 @@ security definer
 set search_path = ''
 as $$
 begin
-  perform private.start_plan_period(new.id, 'starter', now(), now());
+  insert into private.free_allocations (slug, organization_id, user_id)
+  values (new.slug, new.id, new.created_by)
+  on conflict (slug) do nothing;
+  perform private.start_plan_period(new.id, 'starter', now(), now(), found);
   return null;
 end
 $$;
-comment on function private.start_organization_on_starter() is 'Trigger: puts a new organization on the starter plan with its allocation granted.';
+comment on function private.start_organization_on_starter() is
+  'Trigger: puts a new organization on the starter plan, with its first allocation unless its slug got one before.';
 
 create trigger organizations_start_on_starter
 after insert on public.organizations
@@ -885,7 +1018,8 @@ begin
   if p_quantity is null or p_quantity < 0 or p_quantity > 1000000 then
     raise exception using errcode = '22023', message = 'invalid_quantity', detail = 'p_quantity must be a whole number from 0 to 1000000.';
   end if;
-  if jsonb_typeof(v_metadata) <> 'object' or pg_column_size(v_metadata) > 8192 then
+  -- The rule of private.check_metadata, inlined (a call costs this hot path dearly).
+  if jsonb_typeof(v_metadata) <> 'object' or octet_length(v_metadata::text) > 8192 then
     raise exception using errcode = '22023', message = 'invalid_metadata', detail = 'p_metadata must be a JSON object of at most 8 KB.';
   end if;
   if p_idempotency_key is not null and p_idempotency_key !~ '^[A-Za-z0-9_.:-]{1,255}$' then
@@ -1169,9 +1303,7 @@ begin
     raise exception using errcode = '22023', message = 'invalid_idempotency_key',
       detail = 'An idempotency key is 1 to 255 letters, digits, and _ . : - characters.';
   end if;
-  if jsonb_typeof(coalesce(p_metadata, '{}'::jsonb)) <> 'object' then
-    raise exception using errcode = '22023', message = 'invalid_metadata', detail = 'p_metadata must be a JSON object.';
-  end if;
+  perform private.check_metadata(p_metadata);
   if (p_action_type is null) = (p_amounts is null) then
     raise exception using errcode = '22023', message = 'invalid_amounts', detail = 'Give either an action or per-pool amounts.';
   end if;
@@ -1304,6 +1436,7 @@ declare
   v_available bigint;
   v_draws jsonb;
   v_overage jsonb := '{}'::jsonb;
+  v_terms record;
 begin
   v_pools := private.lock_active_reservation(p_reservation_id, v_now);
   select * into v_reservation from public.credit_reservations where id = p_reservation_id;
@@ -1339,15 +1472,24 @@ begin
     v_excess := v_pool.amount - v_held;
     if v_excess > 0 then
       -- Used more than held: refused unless the plan allows overage; then the excess comes
-      -- from what is available, and what is not is recorded as overage for billing.
-      if not coalesce((
-        select a.allows_overage from public.organization_plans op
-        join public.credit_plan_allocations a on a.plan_key = op.plan_key and a.pool_key = v_pool.pool
-        where op.organization_id = v_reservation.organization_id), false) then
+      -- from what is available (as a direct consumption would), and what is not is recorded as
+      -- overage for billing, up to the plan's cap per pool and period.
+      select a.allows_overage, a.overage_cap, op.period_start into v_terms
+      from public.organization_plans op
+      join public.credit_plan_allocations a on a.plan_key = op.plan_key and a.pool_key = v_pool.pool
+      where op.organization_id = v_reservation.organization_id;
+      if not coalesce(v_terms.allows_overage, false) then
         raise exception using errcode = '22023', message = 'exceeds_reservation',
           detail = format('%s %s credits used but %s held; the plan allows no overage.', v_pool.amount, v_pool.pool, v_held);
       end if;
       v_available := private.pool_available(v_reservation.organization_id, v_pool.pool, v_now);
+      if v_excess > v_available and v_excess - v_available + coalesce((
+           select sum(o.amount) from public.credit_overages o
+           where o.organization_id = v_reservation.organization_id and o.pool_key = v_pool.pool
+             and o.created_at >= v_terms.period_start), 0) > v_terms.overage_cap then
+        raise exception using errcode = 'P0001', message = 'overage_cap_exceeded',
+          detail = format('This would take %s overage past the plan''s cap of %s per period.', v_pool.pool, v_terms.overage_cap);
+      end if;
       if least(v_available, v_excess) > 0 then
         v_draws := private.draw_from_grants(v_reservation.organization_id, v_pool.pool, least(v_available, v_excess), v_now);
         insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
@@ -1385,7 +1527,7 @@ as $$
   select private.commit_reservation(p_reservation_id, p_amounts)
 $$;
 comment on function public.commit_reservation(uuid, jsonb) is
-  'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. More than held is refused (exceeds_reservation) unless the plan allows overage: then the excess is drawn from available credits and the rest recorded in credit_overages. Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation.';
+  'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. More than held is refused (exceeds_reservation) unless the plan allows overage: then the excess is drawn from available credits and the rest recorded in credit_overages, up to the plan''s overage_cap per period. Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation, overage_cap_exceeded.';
 grant execute on function public.commit_reservation(uuid, jsonb) to authenticated, service_role;
 
 create function private.release_reservation(p_reservation_id uuid)
@@ -1469,9 +1611,7 @@ begin
   if p_priority is null or p_priority not between 0 and 1000 then
     raise exception using errcode = '22023', message = 'invalid_priority', detail = 'p_priority is from 0 (drawn first) to 1000.';
   end if;
-  if jsonb_typeof(coalesce(p_metadata, '{}'::jsonb)) <> 'object' then
-    raise exception using errcode = '22023', message = 'invalid_metadata', detail = 'p_metadata must be a JSON object.';
-  end if;
+  perform private.check_metadata(p_metadata);
   v_grant_id := private.add_credit_grant(p_organization_id, p_pool, v_kind, p_amount, v_expires_at, p_priority,
                                          p_source, p_metadata, v_now, 'grant', null, v_tx);
   return jsonb_build_object('success', true, 'grant_id', v_grant_id, 'transaction_id', v_tx, 'pool', p_pool,
@@ -1518,6 +1658,9 @@ declare
   v_refunded jsonb := '{}'::jsonb;
 begin
   perform private.authorize_credit_admin();
+  if char_length(p_reason) > 500 then
+    raise exception using errcode = '22023', message = 'invalid_reason', detail = 'A refund reason is at most 500 characters.';
+  end if;
   select organization_id, array_agg(distinct pool_key order by pool_key) into v_org, v_pools
   from public.credit_ledger where transaction_id = p_transaction_id and kind = 'consumption'
   group by organization_id;
@@ -1840,13 +1983,42 @@ $$;
 comment on function private.purge_credit_idempotency_keys(timestamptz) is 'Deletes idempotency keys older than 7 days (pg_cron, hourly).';
 grant execute on function private.purge_credit_idempotency_keys(timestamptz) to service_role;
 
--- pg_cron is enabled on the local stack already; on a hosted project this enables it (the
--- way Supabase's docs do) so the schedules below can be created.
-create extension if not exists pg_cron with schema pg_catalog;
+-- The money records of deleted organizations leave when their tombstone's retention ends.
+create function private.purge_deleted_organization_records(p_now timestamptz default now(), p_limit integer default 100)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_org uuid;
+  v_count integer := 0;
+begin
+  perform set_config('private.allow_purge', 'on', true);
+  for v_org in
+    select organization_id from private.deleted_organizations
+    where records_purged_at is null and records_retained_until <= p_now
+    order by records_retained_until
+    limit p_limit
+    for update skip locked
+  loop
+    delete from public.credit_ledger where organization_id = v_org;
+    delete from public.credit_overages where organization_id = v_org;
+    update private.deleted_organizations set records_purged_at = p_now where organization_id = v_org;
+    v_count := v_count + 1;
+  end loop;
+  perform set_config('private.allow_purge', '', true);
+  return v_count;
+end
+$$;
+comment on function private.purge_deleted_organization_records(timestamptz, integer) is
+  'Deletes the ledger and overage of organizations deleted longer ago than their retention (pg_cron, daily); returns how many it purged.';
+grant execute on function private.purge_deleted_organization_records(timestamptz, integer) to service_role;
 
 select cron.schedule('credits-expire', '* * * * *', 'select private.expire_credits()');
 select cron.schedule('credits-renew-periods', '*/5 * * * *', 'select private.renew_credit_periods()');
 select cron.schedule('credits-purge-idempotency-keys', '17 * * * *', 'select private.purge_credit_idempotency_keys()');
+select cron.schedule('deleted-organizations-purge-records', '41 3 * * *', 'select private.purge_deleted_organization_records()');
 
 -- =============================================================================================
 -- Row-level security: members read their organization's credits; all writes go through the
@@ -1859,10 +2031,6 @@ alter table public.credit_ledger enable row level security;
 alter table public.credit_reservations enable row level security;
 alter table public.credit_overages enable row level security;
 
-revoke all on public.organization_plans, public.credit_grants, public.credit_balances, public.credit_ledger,
-  public.credit_reservations, public.credit_overages from anon, authenticated;
-grant select on public.organization_plans, public.credit_grants, public.credit_balances, public.credit_ledger,
-  public.credit_reservations, public.credit_overages to authenticated;
 
 create policy "Members can read their organization's plan"
 on public.organization_plans for select to authenticated
@@ -1912,5 +2080,4 @@ from public.credit_grants g
 left join public.credit_balances b on b.organization_id = g.organization_id and b.pool_key = g.pool_key;
 comment on view public.credit_grant_balances is 'Studio: grants with their live remaining credits (the head grant''s count lives in credit_balances).';
 
-revoke all on public.credit_balances_overview, public.credit_grant_balances from anon, authenticated;
-grant select on public.credit_balances_overview, public.credit_grant_balances to authenticated;
+grant select on public.credit_balances_overview, public.credit_grant_balances to authenticated, service_role;

@@ -1,6 +1,6 @@
 // The SDK end to end: supabase-js through the local gateway to PostgREST, RLS and the tenancy RPCs.
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
-import { sql } from '../support/db.ts';
+import { sql, useSetting } from '../support/db.ts';
 import { clientFor } from '../support/supabase.ts';
 import { createUser, type TestUser } from '../support/users.ts';
 import {
@@ -11,6 +11,10 @@ import {
   type TypedSupabaseClient,
 } from '../../clients/js/src/index.ts';
 import { backendFor, createOrganization, join, rejection, uniqueSlug } from './backend.ts';
+
+// One owner creates an organization per test here; the free-organization limit has its own tests
+// (tests/db/08-tenancy-hardening.test.sql).
+useSetting('free_organizations_per_user', 1000);
 
 let alice: TestUser;
 let bob: TestUser;

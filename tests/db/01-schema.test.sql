@@ -1,7 +1,7 @@
 -- 01 Schema: the tables exist, every table is under row-level security, the private schema stays
 -- private, and each role can reach exactly what the architecture says.
 begin;
-select plan(37);
+select plan(48);
 
 -- ---------------------------------------------------------------------------------------------
 -- Tables and types
@@ -50,10 +50,10 @@ select is_empty($$
       select 1 from pg_constraint k
       where k.conrelid = c.oid and k.contype = 'f' and k.confrelid = 'public.organizations'::regclass
         and k.conkey = array[a.attnum])
-    -- The credit ledger is history without foreign keys (see its migration); a trigger on
-    -- organizations deletes an organization's entries with it.
-    and c.relname <> 'credit_ledger'
-$$, 'every organization_id column in public references organizations (the credit ledger aside)');
+    -- Money records outlive their organization (see private.deleted_organizations): the credit
+    -- ledger and overage have no foreign key to it.
+    and c.relname not in ('credit_ledger', 'credit_overages')
+$$, 'every organization_id column in public references organizations (money records aside)');
 
 select is_empty($$
   select c.relname from pg_attribute a
@@ -131,6 +131,55 @@ select is_empty($$
   where n.nspname = 'public' and c.relkind in ('r', 'p')
     and has_any_column_privilege('authenticated', c.oid, 'insert')
 $$, 'authenticated cannot insert into any table in public');
+
+-- The service role (backends, operators) reads everything; it writes directly only where a
+-- trigger keeps the rules (tenancy) or the catalogue; credit state changes only through RPCs.
+select table_privs_are('public', 'profiles', 'service_role', array['SELECT', 'UPDATE'], 'service_role reads and corrects profiles');
+select table_privs_are('public', 'organizations', 'service_role', array['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+  'service_role manages organizations');
+select table_privs_are('public', 'organization_members', 'service_role', array['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+  'service_role manages memberships');
+select table_privs_are('public', 'organization_invitations', 'service_role', array['SELECT', 'DELETE'],
+  'service_role reads and revokes invitations (sending makes a token: an RPC)');
+select is_empty($$
+  select t from unnest(array['credit_pools', 'credit_plans', 'credit_plan_allocations', 'credit_actions', 'credit_action_costs']) t
+  where not has_table_privilege('service_role', 'public.' || t, 'select, insert, update, delete')
+     or has_table_privilege('service_role', 'public.' || t, 'truncate, references, trigger')
+$$, 'service_role writes the credit catalogue, and nothing beyond the row commands');
+select is_empty($$
+  select t from unnest(array['organization_plans', 'credit_grants', 'credit_balances', 'credit_ledger', 'credit_reservations',
+                             'credit_overages', 'credit_balances_overview', 'credit_grant_balances']) t
+  where not has_table_privilege('service_role', 'public.' || t, 'select')
+     or has_table_privilege('service_role', 'public.' || t, 'insert, update, delete, truncate, references, trigger')
+$$, 'service_role only reads credit state: the ledger stays append-only and balances follow the ledger');
+
+-- Nothing is granted by default: what hosted projects do since 2026-10-30, and what the first
+-- migration makes sure of on older ones.
+select is_empty($$
+  select d.defaclobjtype, a.grantee::regrole from pg_default_acl d, aclexplode(d.defaclacl) a
+  where d.defaclnamespace in ('public'::regnamespace, 'private'::regnamespace)
+    and a.grantee in ('anon'::regrole, 'authenticated'::regrole, 'service_role'::regrole)
+$$, 'no default privilege in public or private grants anything to the API roles');
+select is_empty($$
+  select c.relname, r from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  cross join unnest(array['anon', 'authenticated']) r
+  where n.nspname = 'public' and c.relkind = 'S' and has_sequence_privilege(r, c.oid, 'usage, select, update')
+$$, 'no sequence in public is granted to anon or authenticated (identity columns need none)');
+
+-- The platform stand-in grants the API roles what hosted grants and no more.
+select is_empty($$
+  select c.relname, r from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  cross join unnest(array['anon', 'authenticated', 'service_role']) r
+  where n.nspname = 'storage' and c.relkind = 'r' and has_table_privilege(r, c.oid, 'truncate, references, trigger')
+$$, 'no API role may truncate storage tables or hang references or triggers on them');
+select ok(not has_table_privilege('authenticated', 'storage.buckets', 'insert, update, delete'),
+  'signed-in users cannot create or change buckets directly');
+select is_empty($$
+  select c.relname, r from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  cross join unnest(array['anon', 'authenticated', 'service_role', 'public']) r
+  where n.nspname = 'cron' and c.relkind in ('r', 'S')
+    and (has_table_privilege(r, c.oid, 'select, insert, update, delete, truncate') )
+$$, 'the API roles and PUBLIC hold nothing on pg_cron''s tables');
 
 -- ---------------------------------------------------------------------------------------------
 -- Functions: public ones are security invoker and closed to anon; private ones are granted one

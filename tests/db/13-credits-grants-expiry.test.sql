@@ -249,14 +249,16 @@ select throws_ok(format($$ update public.credit_ledger set amount = 1000 where i
 select throws_ok(format($$ delete from public.credit_ledger where organization_id = %L $$, :'beta_id'),
   '42501', 'permission denied for table credit_ledger', 'nor delete Beta''s ledger');
 
--- Deleting the organization takes its ledger and idempotency keys with it.
+-- Deleting the organization keeps its ledger (a money record), detached from who caused each
+-- movement and from caller metadata; its idempotency keys go.
 select tests.authenticate_as('carol@grants.test');
-select public.consume_credits_rpc(:'beta_id', 'email_send', 1, 'beta-key');
+select public.consume_credits_rpc(:'beta_id', 'email_send', 1, 'beta-key', '{"message": "carol@grants.test"}');
 select tests.reset_role();
-select isnt_empty(format($$ select 1 from public.credit_ledger where organization_id = %L $$, :'beta_id'), 'Beta has ledger entries');
+select isnt_empty(format($$ select 1 from public.credit_ledger where organization_id = %L and actor_id is not null $$, :'beta_id'),
+  'Beta has ledger entries with actors');
 delete from public.organizations where id = :'beta_id';
-select is_empty(format($$ select 1 from public.credit_ledger where organization_id = %L $$, :'beta_id'),
-  'deleting Beta deletes its ledger');
+select is_empty(format($$ select 1 from public.credit_ledger where organization_id = %L and (actor_id is not null or metadata <> '{}') $$, :'beta_id'),
+  'deleting Beta keeps its ledger with no actor and no metadata left');
 select is_empty(format($$ select 1 from private.credit_idempotency_keys where organization_id = %L $$, :'beta_id'),
   'and its idempotency keys');
 select is_empty(format($$

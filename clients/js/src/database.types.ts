@@ -137,18 +137,6 @@ isOneToOne: false
                   }
                   Relationships: [
                     {
-      foreignKeyName: "credit_overages_organization_id_fkey"
-      columns: ["organization_id"]
-isOneToOne: false
-      referencedRelation: "credit_balances_overview"
-      referencedColumns: ["organization_id"]
-    },{
-      foreignKeyName: "credit_overages_organization_id_fkey"
-      columns: ["organization_id"]
-isOneToOne: false
-      referencedRelation: "organizations"
-      referencedColumns: ["id"]
-    },{
       foreignKeyName: "credit_overages_pool_key_fkey"
       columns: ["pool_key"]
 isOneToOne: false
@@ -158,14 +146,14 @@ isOneToOne: false
                   ]
                 },"credit_plan_allocations": {
                   Row: {
-                    "allows_overage": boolean,"amount": number,"plan_key": string,"pool_key": string
+                    "allows_overage": boolean,"amount": number,"overage_cap": number,"plan_key": string,"pool_key": string
                   }
                   ComputedFields: never
                   Insert: {
-                    "allows_overage"?: boolean,"amount": number,"plan_key": string,"pool_key": string
+                    "allows_overage"?: boolean,"amount": number,"overage_cap"?: number,"plan_key": string,"pool_key": string
                   }
                   Update: {
-                    "allows_overage"?: boolean,"amount"?: number,"plan_key"?: string,"pool_key"?: string
+                    "allows_overage"?: boolean,"amount"?: number,"overage_cap"?: number,"plan_key"?: string,"pool_key"?: string
                   }
                   Relationships: [
                     {
@@ -184,14 +172,14 @@ isOneToOne: false
                   ]
                 },"credit_plans": {
                   Row: {
-                    "created_at": string,"description": string | null,"is_active": boolean,"key": string,"name": string,"period": string,"updated_at": string
+                    "created_at": string,"description": string | null,"is_active": boolean,"is_free": boolean,"key": string,"name": string,"period": string,"updated_at": string
                   }
                   ComputedFields: never
                   Insert: {
-                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"key": string,"name": string,"period"?: string,"updated_at"?: string
+                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key": string,"name": string,"period"?: string,"updated_at"?: string
                   }
                   Update: {
-                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"key"?: string,"name"?: string,"period"?: string,"updated_at"?: string
+                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key"?: string,"name"?: string,"period"?: string,"updated_at"?: string
                   }
                   Relationships: [
                     

@@ -23,6 +23,9 @@ export const SERVER_ERROR_CODES = [
   'invitation_email_mismatch',
   'member_not_found',
   'last_owner',
+  'rate_limited',
+  'unsettled_balance',
+  'free_organization_limit',
   // credits (invalid_expiry above is shared with grant_credits)
   'invalid_organization',
   'invalid_quantity',
@@ -47,6 +50,8 @@ export const SERVER_ERROR_CODES = [
   'invalid_threshold',
   'invalid_items',
   'invalid_range',
+  'overage_cap_exceeded',
+  'invalid_reason',
 ] as const;
 
 /** Generic codes for errors the server did not name: mapped from SQLSTATE / HTTP status. */
