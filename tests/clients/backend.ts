@@ -1,6 +1,5 @@
 // The SDK under test, pointed at the local gateway as a frontend would use it.
 import { randomUUID } from 'node:crypto';
-import WebSocket from 'ws';
 import { expect } from 'vitest';
 import { ANON_KEY } from '../../scripts/lib/config.mjs';
 import { apiUrl } from '../support/supabase.ts';
@@ -22,8 +21,6 @@ export function backendFor(user?: TestUser, url: string = apiUrl): BackendClient
     ...(user ? { accessToken: async () => user.token } : {}),
     options: {
       auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-      // Node 20 has no global WebSocket.
-      realtime: { transport: WebSocket as never },
     },
   });
 }

@@ -1,10 +1,9 @@
 // The SDK's credits end to end: supabase-js through the local gateway to PostgREST and the credit
 // RPCs (consume, batch, balances, usage, reservations, grants, refunds, plans, the catalogue).
 import { randomUUID } from 'node:crypto';
-import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { SERVICE_ROLE_KEY } from '../../scripts/lib/config.mjs';
-import { sql } from '../support/db.ts';
+import { sql, useSetting } from '../support/db.ts';
 import { apiUrl } from '../support/supabase.ts';
 import { createUser, type TestUser } from '../support/users.ts';
 import {
@@ -17,6 +16,10 @@ import {
   type Organization,
 } from '../../clients/js/src/index.ts';
 import { backendFor, createOrganization, join, rejection } from './backend.ts';
+
+// One owner creates an organization per test here; the free-organization limit has its own tests
+// (tests/db/08-tenancy-hardening.test.sql).
+useSetting('free_organizations_per_user', 1000);
 
 let owner: TestUser;
 let member: TestUser;
@@ -31,7 +34,6 @@ function serviceBackend(): BackendClient {
     anonKey: SERVICE_ROLE_KEY,
     options: {
       auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-      realtime: { transport: WebSocket as never },
     },
   });
 }

@@ -1,6 +1,5 @@
 // supabase-js clients against the local gateway, as a frontend or server would use them.
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
-import WebSocket from 'ws';
 import { ANON_KEY, API_URL } from '../../scripts/lib/config.mjs';
 
 /** The gateway under test; TEST_API_URL points the suites at another one (e.g. a gateway on a spare port). */
@@ -14,7 +13,5 @@ export function clientFor(token?: string): SupabaseClient {
   return createClient(apiUrl, ANON_KEY, {
     ...(token ? { accessToken: async () => token } : {}),
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-    // Node 20 has no global WebSocket.
-    realtime: { transport: WebSocket as never },
   });
 }
