@@ -3,10 +3,10 @@
 // CLI (the same generator `supabase gen types` runs against a hosted project).
 //   node scripts/gen-types.mjs           write the file
 //   node scripts/gen-types.mjs --check   fail when the committed file is stale
-import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { DB_URL, ROOT } from './lib/config.mjs';
+import { writeGenerated } from './lib/generated.mjs';
 
 export const TYPES_FILE = path.join(ROOT, 'clients/js/src/database.types.ts');
 
@@ -21,17 +21,6 @@ export function generateTypes() {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const generated = generateTypes();
-  const current = fs.existsSync(TYPES_FILE) ? fs.readFileSync(TYPES_FILE, 'utf8') : '';
-  if (process.argv.includes('--check')) {
-    if (current !== generated) {
-      console.error(`${path.relative(ROOT, TYPES_FILE)} is stale: run \`npm run gen:types\` and commit it`);
-      process.exit(1);
-    }
-    console.log('database types are up to date');
-  } else {
-    fs.mkdirSync(path.dirname(TYPES_FILE), { recursive: true });
-    fs.writeFileSync(TYPES_FILE, generated);
-    console.log(`wrote ${path.relative(ROOT, TYPES_FILE)}`);
-  }
+  const ok = writeGenerated(TYPES_FILE, generateTypes(), { check: process.argv.includes('--check'), command: 'npm run gen:types' });
+  if (!ok) process.exit(1);
 }

@@ -2,9 +2,10 @@
 // `npm test`: brings the local stack up (or resets its database), then runs every suite and
 // check, and closes with one line the CI reads: "tests: N passed, N failed".
 //
-//   pg_prove     tests/db/*.test.sql (pgTAP: tables, RLS, RPCs, triggers)
+//   pg_prove     tests/db/<area>/*.test.sql (pgTAP: tables, RLS, RPCs, triggers)
 //   vitest       tests/**/*.test.ts (edge functions over HTTP, the SDK, end-to-end flows)
-//   checks       generated types fresh, tsc --noEmit, deno check, squawk, supabase db advisors
+//   checks       generated files fresh (types, error catalogue, schema dump), tsc --noEmit,
+//                deno check, squawk, supabase db advisors
 //
 // Flags: --skip-reset (use the running database as it is), --only=db|vitest|checks
 import fs from 'node:fs';
@@ -59,9 +60,10 @@ if (!args.includes('--skip-reset')) {
 
 // --- pgTAP -----------------------------------------------------------------------------------
 if (wants('db')) {
-  banner('pgTAP (pg_prove tests/db)');
-  const files = fs.readdirSync(path.join(ROOT, 'tests/db')).filter((f) => f.endsWith('.test.sql')).sort()
-    .map((f) => path.join('tests/db', f));
+  banner('pgTAP (pg_prove tests/db/<area>)');
+  // One folder per area; each file runs in its own transaction and rolls back.
+  const files = fs.readdirSync(path.join(ROOT, 'tests/db'), { recursive: true })
+    .filter((f) => f.endsWith('.test.sql')).sort().map((f) => path.join('tests/db', f));
   const url = new URL(DB_URL);
   const r = spawnSync('pg_prove', ['-h', url.hostname, '-p', url.port, '-U', url.username, '-d', 'postgres', ...files], {
     cwd: ROOT, encoding: 'utf8', env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password) },
@@ -100,6 +102,8 @@ if (wants('vitest')) {
 if (wants('checks')) {
   const checks = [
     ['generated database types are fresh', 'node', ['scripts/gen-types.mjs', '--check']],
+    ['generated error catalogue (SDK, functions, README) is fresh', 'node', ['scripts/gen-errors.mjs', '--check']],
+    ['schema dump (sql/schema.sql) is fresh', 'node', ['scripts/dump-schema.mjs', '--check']],
     ['tsc --noEmit', bin('tsc'), ['--noEmit', '-p', 'tsconfig.json']],
     ['deno check (edge functions and gateway)', bin('deno'), ['check', '--config', 'deno.json',
       ...fs.readdirSync(path.join(ROOT, 'functions'), { withFileTypes: true })

@@ -3,8 +3,8 @@
 /**
  * The headers supabase-js sends, as `@supabase/supabase-js/cors` exports them. A copy: importing
  * that module would add supabase-js and its dependencies (about 10 MB of npm packages) to every
- * deployed function for one list. tests/functions/shared.test.ts fails when the installed
- * supabase-js sends a header missing here.
+ * deployed function for one list. tests/foundation/functions-shared.test.ts fails when the
+ * installed supabase-js sends a header missing here.
  */
 const SUPABASE_CLIENT_HEADERS = [
   'authorization',

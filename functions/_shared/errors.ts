@@ -1,5 +1,7 @@
-// One error shape for every function: {"error": {"code", "message", "details"?}}.
+// One error shape for every function: {"error": {"code", "message", "details"?}}, with the status
+// the error catalogue gives each code (functions/_shared/error-codes.ts, generated from it).
 // Pure module (no Deno APIs), so node tests can import it too.
+import { ERROR_CATALOGUE, type ServerErrorCode } from './error-codes.ts';
 
 export class HttpError extends Error {
   constructor(
@@ -25,28 +27,11 @@ function isPgError(err: unknown): err is PgError {
   return err instanceof Error && err.name === 'PostgresError' && typeof (err as PgError).code === 'string';
 }
 
-// Our SQL raises `raise exception using errcode = ..., message = 'some_code'`: a snake_case message
-// is a stable machine code. Postgres' own messages ("permission denied for table x") never match.
-const STABLE_CODE = /^[a-z][a-z0-9_]*$/;
-
-/**
- * Status for a stable code raised by our SQL. Deliberately small:
- *   not_authorized, forbidden           -> 403
- *   not_found, *_not_found              -> 404
- *   already_exists, *_already_exists, conflict -> 409
- *   anything else (a rule the input broke, e.g. insufficient_credits) -> 400
- */
-function statusForCode(code: string): number {
-  if (code === 'not_authorized' || code === 'forbidden') return 403;
-  if (code === 'not_found' || code.endsWith('_not_found')) return 404;
-  if (code === 'conflict' || code === 'already_exists' || code.endsWith('_already_exists')) return 409;
-  return 400;
-}
-
 /**
  * Maps any thrown value to an HttpError. Postgres errors:
- *   - a stable code in the message: that code, status from statusForCode (42501 always 403), and the
- *     SQL's `detail` (if any) as the human message;
+ *   - a code of the error catalogue as the message (what private.raise raises): that code, the
+ *     catalogue's HTTP status (the one PostgREST answers with), and the SQL's `detail` as the
+ *     human message;
  *   - 42501 insufficient_privilege (grants, RLS `with check`): 403 insufficient_privilege;
  *   - 23505 unique_violation: 409 conflict; other class 22/23 (bad data, constraint): 400 invalid_request;
  *   - everything else is a bug: 500 internal_error. Postgres' own text is not echoed (it names tables).
@@ -54,10 +39,9 @@ function statusForCode(code: string): number {
 export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (isPgError(err)) {
-    if (STABLE_CODE.test(err.message)) {
-      // PTxyz is PostgREST's convention for "answer with HTTP xyz"; honour it here too.
-      const status = err.code === '42501' ? 403 : /^PT\d{3}$/.test(err.code) ? Number(err.code.slice(2)) : statusForCode(err.message);
-      return new HttpError(status, err.message, err.detail || err.message.replaceAll('_', ' '));
+    if (Object.hasOwn(ERROR_CATALOGUE, err.message)) {
+      const entry = ERROR_CATALOGUE[err.message as ServerErrorCode];
+      return new HttpError(entry.status, err.message, err.detail || entry.meaning);
     }
     if (err.code === '42501') return new HttpError(403, 'insufficient_privilege', 'Permission denied');
     if (err.code === '23505') return new HttpError(409, 'conflict', 'The record already exists');

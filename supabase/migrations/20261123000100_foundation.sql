@@ -1,6 +1,9 @@
 -- =============================================================================================
--- Foundation: privileges, the private schema, shared trigger helpers
+-- Foundation: privileges, the private schema, settings, and the helpers every area shares
 -- =============================================================================================
+-- Every chapter (one migration file per topic) is laid out in the same order: types; tables with
+-- their comments, grants and row-level security next to each; guards and triggers; the private
+-- engine; public RPCs; jobs.
 
 -- Fail fast instead of queueing behind a long lock on a live database.
 set lock_timeout = '5s';
@@ -89,7 +92,7 @@ begin
   select value into v_value from private.settings where key = p_key;
   if v_value is null then
     -- A migration reads a setting it did not seed: a bug, not the caller's fault.
-    raise exception 'private.setting: no setting %', p_key;
+    raise exception 'private.setting: no setting %', p_key using errcode = 'XX000';
   end if;
   return v_value;
 end
@@ -98,61 +101,29 @@ comment on function private.setting(text) is 'The value of a setting; raises whe
 grant execute on function private.setting(text) to service_role;
 
 -- ---------------------------------------------------------------------------------------------
--- Rate limits: fixed-window counters per (bucket, subject), for actions that reach the outside
--- world (mail) or cost us something. The counting happens in the caller's transaction, so a
--- refused or failed call counts nothing.
+-- Permits: a guard trigger that refuses a change (an append-only table, a money record) lets it
+-- through when the one function allowed to make it says so for the rest of its transaction.
+-- Any session can set such a setting, so a permit only matters where the API roles have no
+-- privilege on the table to begin with; it keeps the owner's own mistakes out, not attackers.
 -- ---------------------------------------------------------------------------------------------
-create table private.rate_limit_counters (
-  bucket text not null,
-  subject text not null,
-  window_start timestamptz not null,
-  hits integer not null check (hits > 0),
-  primary key (bucket, subject, window_start)
-);
-comment on table private.rate_limit_counters is 'Hits per rate-limit bucket, subject and time window; old windows are purged hourly.';
-comment on column private.rate_limit_counters.bucket is 'What is limited, e.g. invitation_email.';
-comment on column private.rate_limit_counters.subject is 'Who or what is limited within the bucket, e.g. an organization and an email.';
-comment on column private.rate_limit_counters.window_start is 'Start of the fixed window counted.';
-comment on column private.rate_limit_counters.hits is 'Hits in the window so far.';
-alter table private.rate_limit_counters enable row level security;
-create index rate_limit_counters_window_start_idx on private.rate_limit_counters (window_start);
-
-create function private.hit_rate_limit(
-  p_bucket text, p_subject text, p_limit integer, p_window interval, p_now timestamptz default now()
-)
+create function private.permit(p_operation text, p_on boolean default true)
 returns void
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_window_start timestamptz := date_bin(p_window, p_now, timestamptz '2000-01-01 00:00:00+00');
-  v_hits integer;
-begin
-  insert into private.rate_limit_counters (bucket, subject, window_start, hits)
-  values (p_bucket, p_subject, v_window_start, 1)
-  on conflict (bucket, subject, window_start) do update set hits = private.rate_limit_counters.hits + 1
-  returning hits into v_hits;
-  if v_hits > p_limit then
-    raise exception using errcode = 'PT429', message = 'rate_limited',
-      detail = format('Too many requests: at most %s per %s. Try again after %s.', p_limit, p_window, v_window_start + p_window);
-  end if;
-end
-$$;
-comment on function private.hit_rate_limit(text, text, integer, interval, timestamptz) is
-  'Counts one hit for (bucket, subject) in the current window; raises rate_limited (HTTP 429) beyond p_limit.';
-grant execute on function private.hit_rate_limit(text, text, integer, interval, timestamptz) to service_role;
-
-create function private.purge_rate_limit_counters(p_now timestamptz default now())
-returns bigint
 language sql
-security definer
 set search_path = ''
 as $$
-  with gone as (delete from private.rate_limit_counters where window_start < p_now - interval '1 day' returning 1)
-  select count(*) from gone
+  select set_config('private.permit_' || p_operation, case when p_on then 'on' else '' end, true)
 $$;
-comment on function private.purge_rate_limit_counters(timestamptz) is 'Deletes rate-limit windows older than a day (pg_cron, hourly).';
-grant execute on function private.purge_rate_limit_counters(timestamptz) to service_role;
+comment on function private.permit(text, boolean) is
+  'Allows (or, with false, disallows again) a guarded operation such as purge or detach for the rest of the transaction.';
 
-select cron.schedule('rate-limits-purge', '23 * * * *', 'select private.purge_rate_limit_counters()');
+create function private.permitted(p_operation text)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(current_setting('private.permit_' || p_operation, true), '') = 'on'
+$$;
+comment on function private.permitted(text) is 'Whether private.permit allowed this operation in the current transaction.';
+-- Guard triggers run as whoever wrote the row.
+grant execute on function private.permitted(text) to authenticated, service_role;

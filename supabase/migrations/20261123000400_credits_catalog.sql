@@ -27,9 +27,13 @@ comment on column public.credit_pools.description is 'What the credits of this p
 comment on column public.credit_pools.sort_order is 'Display order.';
 comment on column public.credit_pools.created_at is 'When the pool was added.';
 
--- The catalogue is read by signed-in users (RLS below) and written by the service role.
+-- The catalogue is read by signed-in users and written by the service role (which bypasses RLS)
+-- and the database owner (Studio, migrations).
 grant select on public.credit_pools to authenticated;
 grant select, insert, update, delete on public.credit_pools to service_role;
+alter table public.credit_pools enable row level security;
+create policy "Signed-in users can read the credit pools"
+on public.credit_pools for select to authenticated using (true);
 
 insert into public.credit_pools (key, name, description, sort_order) values
   ('ai', 'AI', 'AI replies, assistants, generation and automations', 10),
@@ -62,6 +66,9 @@ comment on column public.credit_plans.updated_at is 'When the plan last changed.
 
 grant select on public.credit_plans to authenticated;
 grant select, insert, update, delete on public.credit_plans to service_role;
+alter table public.credit_plans enable row level security;
+create policy "Signed-in users can read the plans"
+on public.credit_plans for select to authenticated using (true);
 
 create trigger credit_plans_set_updated_at
 before update on public.credit_plans
@@ -84,6 +91,9 @@ comment on column public.credit_plan_allocations.overage_cap is 'Most overage an
 
 grant select on public.credit_plan_allocations to authenticated;
 grant select, insert, update, delete on public.credit_plan_allocations to service_role;
+alter table public.credit_plan_allocations enable row level security;
+create policy "Signed-in users can read the plan allocations"
+on public.credit_plan_allocations for select to authenticated using (true);
 
 create index credit_plan_allocations_pool_key_idx on public.credit_plan_allocations (pool_key);
 
@@ -122,6 +132,9 @@ comment on column public.credit_actions.updated_at is 'When the action last chan
 
 grant select on public.credit_actions to authenticated;
 grant select, insert, update, delete on public.credit_actions to service_role;
+alter table public.credit_actions enable row level security;
+create policy "Signed-in users can read the actions"
+on public.credit_actions for select to authenticated using (true);
 
 create trigger credit_actions_set_updated_at
 before update on public.credit_actions
@@ -140,6 +153,9 @@ comment on column public.credit_action_costs.amount is 'Credits per unit of the 
 
 grant select on public.credit_action_costs to authenticated;
 grant select, insert, update, delete on public.credit_action_costs to service_role;
+alter table public.credit_action_costs enable row level security;
+create policy "Signed-in users can read the action costs"
+on public.credit_action_costs for select to authenticated using (true);
 
 create index credit_action_costs_pool_key_idx on public.credit_action_costs (pool_key);
 
@@ -162,28 +178,3 @@ insert into public.credit_action_costs (action_key, pool_key, amount) values
   ('email_send', 'email', 1),
   ('bulk_email', 'email', 10),
   ('sms_send', 'sms', 1);
-
--- ---------------------------------------------------------------------------------------------
--- RLS: the catalogue is readable by signed-in users and written only by the service role
--- (which bypasses RLS) and the database owner (Studio, migrations). Grants are next to each table.
--- ---------------------------------------------------------------------------------------------
-alter table public.credit_pools enable row level security;
-alter table public.credit_plans enable row level security;
-alter table public.credit_plan_allocations enable row level security;
-alter table public.credit_actions enable row level security;
-alter table public.credit_action_costs enable row level security;
-
-create policy "Signed-in users can read the credit pools"
-on public.credit_pools for select to authenticated using (true);
-
-create policy "Signed-in users can read the plans"
-on public.credit_plans for select to authenticated using (true);
-
-create policy "Signed-in users can read the plan allocations"
-on public.credit_plan_allocations for select to authenticated using (true);
-
-create policy "Signed-in users can read the actions"
-on public.credit_actions for select to authenticated using (true);
-
-create policy "Signed-in users can read the action costs"
-on public.credit_action_costs for select to authenticated using (true);

@@ -3,14 +3,12 @@
 // never more charged than there was, never a partial multi-pool charge, no deadlock, one charge
 // per idempotency key, and the ledger reconciling with the balances at every moment.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sql } from '../support/db.ts';
+import { connectionPool, sql } from '../support/db.ts';
+import { deleteOrganizations, insertOrganization } from '../support/organizations.ts';
 import {
   balanceRows,
-  connectionPool,
   createAction,
-  createOrg,
   createPlan,
-  deleteOrgs,
   expectReconciled,
   getBalances,
   ledgerSums,
@@ -50,7 +48,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Organizations first (their plan row references the test plan), then the catalogue rows.
-  await deleteOrgs(sql, orgs);
+  await deleteOrganizations(orgs);
   await sql`delete from public.credit_actions where key = ${COMBO}`;
   await sql`delete from public.credit_plans where key = ${PLAN}`;
   await pool?.end({ timeout: 5 });
@@ -58,7 +56,7 @@ afterAll(async () => {
 
 /** A fresh organization on the test plan, topped up with extra grants. */
 async function orgOnPlan(grants: { pool: string; amount: number; priority: number; kind?: string }[]): Promise<string> {
-  const org = await createOrg(sql, 'conc');
+  const org = (await insertOrganization({ name: 'Credits conc' })).id;
   orgs.push(org);
   await sql`select public.change_plan(${org}, ${PLAN})`;
   for (const g of grants) {
@@ -218,7 +216,7 @@ describe('consume_credits_rpc under parallel connections', () => {
 
 describe('idempotency under concurrency', () => {
   it('charges once when ten connections send the same key at the same moment', { timeout: 30000 }, async () => {
-    const org = await createOrg(sql, 'conc');
+    const org = (await insertOrganization({ name: 'Credits conc' })).id;
     orgs.push(org);
     const key = `same-key-${id}`;
 
@@ -248,7 +246,7 @@ describe('idempotency under concurrency', () => {
   });
 
   it('charges once per key when ten keys are each retried five times in parallel', { timeout: 30000 }, async () => {
-    const org = await createOrg(sql, 'conc');
+    const org = (await insertOrganization({ name: 'Credits conc' })).id;
     orgs.push(org);
     const keys = Array.from({ length: 10 }, (_, i) => `retry-${id}-${i}`);
     const sends = keys.flatMap((k) => Array.from({ length: 5 }, () => k)).sort(() => Math.random() - 0.5);
@@ -273,7 +271,7 @@ describe('idempotency under concurrency', () => {
   // arriving while the first call runs got a unique violation (23505 on
   // credit_reservations_idempotency_key_idx) instead of the reservation.
   it('reserve_credits: concurrent retries with one key all get the same reservation', { timeout: 30000 }, async () => {
-    const org = await createOrg(sql, 'conc');
+    const org = (await insertOrganization({ name: 'Credits conc' })).id;
     orgs.push(org);
     const key = `reserve-key-${id}`;
     let calls: Promise<{ value?: string; error?: { code?: string; message: string } }[]> | undefined;
@@ -304,7 +302,7 @@ describe('reservations racing consumption', () => {
     // Both ai (200) and whatsapp (150) run short: single-pool and two-pool reservations race
     // with consumption of either pool, so a two-pool reservation is refused on either of its
     // pools now and then, and must then hold nothing at all.
-    const org = await createOrg(sql, 'conc');
+    const org = (await insertOrganization({ name: 'Credits conc' })).id;
     orgs.push(org);
     const before = await getBalances(sql, org);
     const consumed = { ai: 0, whatsapp: 0 };
@@ -398,7 +396,7 @@ describe('pool locks taken in several statements of one transaction', () => {
   // handler does not catch it and the whole batch fails. Locking every pool the batch names,
   // in pool order, before the first item would prevent it.
   it('consume_credits_batch: batches naming pools in opposite orders do not deadlock', { timeout: 30000 }, async () => {
-    const org = await createOrg(sql, 'conc');
+    const org = (await insertOrganization({ name: 'Credits conc' })).id;
     orgs.push(org);
     const forward = [{ action_type: 'ai_chat' }, { action_type: 'whatsapp_message' }];
     const backward = [{ action_type: 'whatsapp_message' }, { action_type: 'ai_chat' }];
@@ -438,7 +436,8 @@ describe('the expiry job against concurrent writers', () => {
       // them; then the race did not happen, and it is set up again.
       for (let attempt = 0; attempt < 5 && !outcome; attempt++) {
         // Two organizations whose billing period ended a day ago: every pool is due for expiry.
-        due = [await createOrg(sql, 'conc'), await createOrg(sql, 'conc')];
+        due = [];
+        for (let i = 0; i < 2; i++) due.push((await insertOrganization({ name: 'Credits conc' })).id);
         orgs.push(...due);
         for (const org of due) await sql`select public.change_plan(${org}, 'starter', now() - interval '32 days')`;
 

@@ -10,7 +10,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from '../support/db.ts';
-import { POOLS, createAction, createOrg, deleteOrgs, expectReconciled, getBalances, suffix, type Pool } from './support.ts';
+import { deleteOrganizations, insertOrganization } from '../support/organizations.ts';
+import { POOLS, createAction, expectReconciled, getBalances, suffix, type Pool } from './support.ts';
 
 const NUM_RUNS = Number(process.env.CREDITS_PROPS_RUNS ?? 40);
 const COMBO = `tprop_combo_${suffix()}`; // 2 ai + 1 sms per unit: two pools at once
@@ -37,7 +38,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await deleteOrgs(sql, orgs);
+  await deleteOrganizations(orgs);
   await sql`delete from public.credit_actions where key = ${COMBO}`;
 });
 
@@ -372,7 +373,7 @@ async function step(org: string, m: Model, op: Op, base: number): Promise<void> 
       const o = await call(sql`select public.refund_credits(${tx.id}, ${amounts ? sql.json(amounts) : null}) as r`);
       if (pools.length === 0) return expectError(o, 'PT404', 'transaction_not_found');
       if (amounts && (op.mode === 'foreign' || pools.some((p) => (amounts![p] ?? 0) > refundable(p)))) {
-        return expectError(o, '22023', 'refund_exceeds_consumed');
+        return expectError(o, 'P0001', 'refund_exceeds_consumed');
       }
       const requested = Object.fromEntries(
         pools.map((p): [Pool, number] => [p, amounts ? (amounts[p] ?? 0) : refundable(p)]).filter(([, n]) => n > 0),
@@ -502,7 +503,7 @@ async function step(org: string, m: Model, op: Op, base: number): Promise<void> 
           break;
         }
       }
-      if (exceeds) return expectError(o, '22023', 'exceeds_reservation');
+      if (exceeds) return expectError(o, 'P0001', 'exceeds_reservation');
       sweep(next);
       nres.status = 'committed';
       const r = expectResult(o);
@@ -603,7 +604,7 @@ describe('credits: random operation sequences against a model', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 40, size: 'max' }), async (ops) => {
         runs += 1;
-        const org = await createOrg(sql, 'prop');
+        const org = (await insertOrganization({ name: 'Credits prop' })).id;
         try {
           const base = Date.now();
           const m: Model = { grants: (await grantRows(org)).map(toModelGrant), txs: [], reservations: [], keyed: [] };
@@ -625,7 +626,7 @@ describe('credits: random operation sequences against a model', () => {
             steps += 1;
           }
         } finally {
-          await deleteOrgs(sql, [org]);
+          await deleteOrganizations([org]);
         }
       }),
       { numRuns: NUM_RUNS },
@@ -641,7 +642,7 @@ describe('credits: cases the properties found', () => {
   // pool, it returned the refusal after drawing the earlier pools' credits, which were gone
   // without a ledger entry or a hold.
   it('reserve_credits refused on a later pool leaves the earlier pools untouched', async () => {
-    const org = await createOrg(sql, 'prop');
+    const org = (await insertOrganization({ name: 'Credits prop' })).id;
     orgs.push(org);
     const [{ r }] = await sql<{ r: Record<string, unknown> }[]>`
       select public.reserve_credits(${org}, p_amounts => '{"ai": 10, "sms": 999}'::jsonb) as r`;

@@ -1,42 +1,18 @@
-// Shared arrangements of the credits suites: organizations, test plans and actions, and the
-// reconciliation checks. Direct connections carry no JWT claims, so the credit functions treat
-// them as the service role (private.credit_caller_role()).
+// Arrangements only the credits suites need: test plans and actions, the reconciliation checks,
+// and barriers for concurrency tests. Users, organizations, clients and connection pools are the
+// shared fixtures of tests/support. Direct connections carry no JWT claims, so the credit
+// functions treat them as the service role (private.credit_caller_role()).
 import { randomUUID } from 'node:crypto';
-import postgres from 'postgres';
 import { expect } from 'vitest';
-import { DB_URL } from '../../scripts/lib/config.mjs';
+import type { Sql } from '../support/db.ts';
 
-export type Sql = postgres.Sql;
+export type { Sql };
 export const POOLS = ['ai', 'email', 'sms', 'whatsapp'] as const; // pool-key order
 export type Pool = (typeof POOLS)[number];
 
 /** A short random suffix for keys of test plans and actions (^[a-z][a-z0-9_]*$). */
 export function suffix(): string {
   return randomUUID().replaceAll('-', '').slice(0, 10);
-}
-
-/**
- * A pool of `max` real connections, named so that tests can see their own sessions in
- * pg_stat_activity. A statement timeout bounds any hang (a lost wake-up, a lock never freed).
- */
-export function connectionPool(max: number, applicationName: string): Sql {
-  return postgres(DB_URL, {
-    max,
-    onnotice: () => {},
-    connection: { application_name: applicationName, statement_timeout: 20000 },
-  });
-}
-
-/** A new organization (the trigger puts it on starter: ai 200, whatsapp 150, email 1000, sms 50). */
-export async function createOrg(sql: Sql, label = 'credits'): Promise<string> {
-  const slug = `${label}-${randomUUID().slice(0, 8)}`;
-  const [row] = await sql<{ id: string }[]>`
-    insert into public.organizations (name, slug) values (${`Credits test ${slug}`}, ${slug}) returning id`;
-  return row.id;
-}
-
-export async function deleteOrgs(sql: Sql, ids: string[]): Promise<void> {
-  if (ids.length > 0) await sql`delete from public.organizations where id = any(${ids}::uuid[])`;
 }
 
 /** Inserts a test plan with the given allocations (pools left out get nothing). */

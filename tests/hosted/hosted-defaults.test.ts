@@ -6,8 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ANON_KEY, SERVICE_ROLE_KEY, signUserToken } from '../../scripts/lib/config.mjs';
+import { ANON_KEY, SERVICE_ROLE_KEY } from '../../scripts/lib/config.mjs';
 import { createHostedDatabase, dropHostedDatabase } from '../../scripts/lib/hosted-db.mjs';
+import { userToken } from '../support/tokens.ts';
 
 let restUrl: string;
 let dbUrl: string;
@@ -38,7 +39,7 @@ async function signUp(email: string): Promise<HostedUser> {
   } finally {
     await auth.end();
   }
-  return { id, email, token: await signUserToken({ id, email }) };
+  return { id, email, token: await userToken({ id, email }) };
 }
 
 beforeAll(async () => {

@@ -1,11 +1,12 @@
-// Users are rows of auth.users (no GoTrue locally); their tokens are minted with the local secret.
+// Users are rows of auth.users (no GoTrue locally), each with an access token for the API.
 import { randomUUID } from 'node:crypto';
-import { signUserToken } from '../../scripts/lib/config.mjs';
 import { sql } from './db.ts';
+import { userToken } from './tokens.ts';
 
 export interface TestUser {
   id: string;
   email: string;
+  /** Their access token (./tokens.ts): `backendFor(user)`, `clientFor(user.token)` in ./clients.ts. */
   token: string;
 }
 
@@ -14,6 +15,11 @@ export async function createUser(email?: string, appMetadata: Record<string, unk
   const id = randomUUID();
   const address = email ?? `user-${id}@example.test`;
   await sql`insert into auth.users (id, email) values (${id}, ${address})`;
-  const token: string = await signUserToken({ id, email: address, appMetadata });
+  const token = await userToken({ id, email: address, appMetadata });
   return { id, email: address, token };
+}
+
+/** Deletes users (delete their organizations first: an only owner cannot be deleted). */
+export async function deleteUsers(ids: readonly string[]): Promise<void> {
+  if (ids.length > 0) await sql`delete from auth.users where id = any(${ids as string[]}::uuid[])`;
 }

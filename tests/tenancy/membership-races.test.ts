@@ -3,21 +3,21 @@
 // that its delete removed nothing and writes nothing. Real parallel connections, each acting as
 // its user the way PostgREST does (role and JWT claims set in the transaction).
 import { randomUUID } from 'node:crypto';
-import postgres from 'postgres';
+import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DB_URL } from '../../scripts/lib/config.mjs';
-import { sql } from '../support/db.ts';
+import { connectionPool, sql } from '../support/db.ts';
+import { addMember, deleteOrganizations, insertOrganization } from '../support/organizations.ts';
 import { createUser, type TestUser } from '../support/users.ts';
 
 const APP = `membership-races-${randomUUID().slice(0, 8)}`;
-const pool = postgres(DB_URL, { max: 4, onnotice: () => {}, connection: { application_name: APP, statement_timeout: 20000 } });
+const pool = connectionPool(4, APP);
 
 let owner: TestUser;
 const members: TestUser[] = [];
 const organizations: string[] = [];
 
 afterAll(async () => {
-  await sql`delete from public.organizations where id = any(${organizations}::uuid[])`;
+  await deleteOrganizations(organizations);
   await pool.end({ timeout: 5 });
 });
 
@@ -29,11 +29,9 @@ beforeAll(async () => {
 async function organizationWithMember(): Promise<{ organizationId: string; member: TestUser }> {
   const member = await createUser();
   members.push(member);
-  const slug = `race-${randomUUID().slice(0, 8)}`;
-  const [{ id }] = await sql`insert into public.organizations (name, slug, created_by) values ('Race', ${slug}, ${owner.id}) returning id`;
+  const { id } = await insertOrganization({ name: 'Race', owner });
   organizations.push(id);
-  await sql`insert into public.organization_members (organization_id, user_id, role)
-            values (${id}, ${owner.id}, 'owner'), (${id}, ${member.id}, 'member')`;
+  await addMember(id, member, 'member');
   return { organizationId: id, member };
 }
 

@@ -4,66 +4,22 @@
 // PostgREST answers as {"code": SQLSTATE, "message": "<code>", "details": "<human text>"}. When the
 // message is one of our codes it becomes `code`; otherwise (Postgres' own errors, PostgREST's,
 // the gateway's, the network) the SQLSTATE and HTTP status are mapped to the nearest code.
+// The codes, their SQLSTATEs and statuses are the server's error catalogue: ./error-codes.ts.
 
-/** Codes the SQL raises as the error message (supabase/migrations/*_tenancy.sql, *_credits.sql). */
-export const SERVER_ERROR_CODES = [
-  // tenancy
-  'not_authenticated',
-  'not_authorized',
-  'invalid_name',
-  'invalid_slug',
-  'slug_taken',
-  'invalid_role',
-  'invalid_email',
-  'invalid_expiry',
-  'already_member',
-  'invitation_not_found',
-  'invitation_already_accepted',
-  'invitation_expired',
-  'invitation_email_mismatch',
-  'member_not_found',
-  'last_owner',
-  'rate_limited',
-  'unsettled_balance',
-  'free_organization_limit',
-  // credits (invalid_expiry above is shared with grant_credits)
-  'invalid_organization',
-  'invalid_quantity',
-  'invalid_metadata',
-  'invalid_idempotency_key',
-  'unknown_action',
-  'action_disabled',
-  'organization_not_found',
-  'idempotency_key_reused',
-  'invalid_amounts',
-  'pool_not_found',
-  'invalid_ttl',
-  'reservation_not_found',
-  'reservation_not_active',
-  'exceeds_reservation',
-  'invalid_amount',
-  'invalid_kind',
-  'invalid_priority',
-  'transaction_not_found',
-  'refund_exceeds_consumed',
-  'plan_not_found',
-  'invalid_threshold',
-  'invalid_items',
-  'invalid_range',
-  'overage_cap_exceeded',
-  'invalid_reason',
-] as const;
+import { ERROR_CATALOGUE, type ServerErrorCode } from './error-codes.ts';
 
-/** Generic codes for errors the server did not name: mapped from SQLSTATE / HTTP status. */
+/**
+ * Generic codes for errors the server did not name: mapped from SQLSTATE / HTTP status. The
+ * catalogue's `not_authenticated`, `not_authorized` and `rate_limited` double as generic codes.
+ */
 export const GENERIC_ERROR_CODES = [
-  'not_found', // P0002, PT404, PGRST116, 404
-  'conflict', // 23505 on a constraint we have no name for, PT409
+  'not_found', // PT404, P0002, PGRST116
+  'conflict', // PT409, 23505 on a constraint we have no name for
   'invalid_input', // 22xxx, 23502, 23503, 23514, PGRST1xx: the request itself is malformed
   'network_error', // no HTTP response at all (server down, DNS, aborted)
   'unknown',
 ] as const;
 
-export type ServerErrorCode = (typeof SERVER_ERROR_CODES)[number];
 export type BackendErrorCode = ServerErrorCode | (typeof GENERIC_ERROR_CODES)[number];
 
 /** The fields of a supabase-js PostgrestError (or any `{message, code?, details?, hint?}` body). */
@@ -129,8 +85,9 @@ export function isBackendError(err: unknown, ...codes: BackendErrorCode[]): err 
   return err instanceof BackendError && (codes.length === 0 || codes.includes(err.code));
 }
 
+/** Whether `value` is a code of the server's error catalogue (`SERVER_ERROR_CODES`). */
 export function isServerErrorCode(value: unknown): value is ServerErrorCode {
-  return typeof value === 'string' && (SERVER_ERROR_CODES as readonly string[]).includes(value);
+  return typeof value === 'string' && Object.hasOwn(ERROR_CATALOGUE, value);
 }
 
 // Constraint names of public tables whose violation has a precise code (direct table writes,
@@ -150,7 +107,11 @@ function constraintCode(error: PostgrestErrorLike): ServerErrorCode | undefined 
   return undefined;
 }
 
-/** The BackendErrorCode for a PostgREST error body and the HTTP status it came with. */
+/**
+ * The BackendErrorCode for a PostgREST error body and the HTTP status it came with: the catalogue
+ * code when the message is one, otherwise the generic code of the SQLSTATE (the catalogue's class
+ * SQLSTATEs included) or, failing that, of the HTTP status.
+ */
 export function errorCodeOf(error: PostgrestErrorLike, status: number): BackendErrorCode {
   if (isServerErrorCode(error.message)) return error.message;
   const sqlstate = error.code ?? '';
@@ -158,33 +119,38 @@ export function errorCodeOf(error: PostgrestErrorLike, status: number): BackendE
   if (status === 0 && sqlstate === '') return 'network_error';
 
   switch (sqlstate) {
-    case '42501':
-      // PostgREST answers "insufficient privilege" with 401 to anonymous callers, 403 otherwise.
-      return status === 401 ? 'not_authenticated' : 'not_authorized';
+    case 'PT401': // our SQL's not_authenticated class
     case '28000':
     case '28P01':
     case 'PGRST301': // JWT invalid or expired
     case 'PGRST302': // anonymous access disabled
     case 'PGRST303': // JWT claims invalid
       return 'not_authenticated';
+    case '42501': // our SQL's not_authorized class, and Postgres' "insufficient privilege"
+      // PostgREST answers "insufficient privilege" with 401 to anonymous callers, 403 otherwise.
+      return status === 401 ? 'not_authenticated' : 'not_authorized';
+    case 'PT404': // our SQL's not_found class (PostgREST answers with 404)
     case 'P0002':
-    case 'PT404': // our SQL's not-found errors (PostgREST answers with 404)
     case 'PGRST116': // .single() on no rows
       return 'not_found';
+    case 'PT409': // our SQL's conflict class (PostgREST answers with 409)
+      return 'conflict';
     case '23505':
       return constraintCode(error) ?? 'conflict';
-    case 'PT409': // our SQL's conflicts (PostgREST answers with 409)
-      return 'conflict';
+    case 'PT429': // our SQL's rate_limited class
+      return 'rate_limited';
     case '23514':
       return constraintCode(error) ?? 'invalid_input';
     case '23502':
     case '23503':
       return 'invalid_input';
   }
+  // 22023 is our SQL's invalid_input class.
   if (sqlstate.startsWith('22') || /^PGRST1\d\d$/.test(sqlstate)) return 'invalid_input';
 
   // No (known) code: the gateway or a proxy answered.
   if (status === 401) return 'not_authenticated';
   if (status === 403) return 'not_authorized';
+  if (status === 429) return 'rate_limited';
   return 'unknown';
 }

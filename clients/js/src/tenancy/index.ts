@@ -1,0 +1,3 @@
+// Tenancy: organizations, members, invitations.
+export * from './organizations.ts';
+export * from './types.ts';
