@@ -11,9 +11,14 @@
 // SUPABASE_SERVICE_ROLE_KEY, GATEWAY_MAX_BODY_BYTES (2097152, 2 MiB: the largest request body
 // accepted), and what the functions read (SUPABASE_URL, SUPABASE_DB_URL).
 // Functions run in this process, imported once on first call: restart the gateway after editing one.
+// With LOCAL_JOB_SCHEDULER=on (the stack's own gateway, not the ones tests start) it also plays
+// pg_cron + pg_net for the HTTP jobs of the registry (private.jobs), calling each function on its
+// schedule with the service role key, as hosted Supabase does.
 import { parse } from 'smol-toml';
 import { jwtVerify } from 'jose';
+import postgres from 'postgres';
 import { corsHeaders } from '../functions/_shared/cors.ts';
+import { cronMatches } from './lib/cron-schedule.ts';
 
 type Handler = (req: Request) => Promise<Response>;
 
@@ -44,7 +49,8 @@ const PORT = Number(Deno.env.get('PORT') ?? 54321);
 const POSTGREST_URL = (Deno.env.get('POSTGREST_URL') ?? 'http://127.0.0.1:54330').replace(/\/+$/, '');
 const JWT_KEY = new TextEncoder().encode(requireEnv('JWT_SECRET'));
 // Kong's key-auth consumers: the only keys accepted as `apikey`.
-const API_KEYS = new Set([requireEnv('SUPABASE_ANON_KEY'), requireEnv('SUPABASE_SERVICE_ROLE_KEY')]);
+const SERVICE_ROLE_KEY = requireEnv('SUPABASE_SERVICE_ROLE_KEY');
+const API_KEYS = new Set([requireEnv('SUPABASE_ANON_KEY'), SERVICE_ROLE_KEY]);
 // 2 MiB by default: room for consume_credits_batch's largest call (100 items, 8 KB metadata each).
 const MAX_BODY_BYTES = positiveIntegerEnv('GATEWAY_MAX_BODY_BYTES', 2 * 1024 * 1024);
 
@@ -292,6 +298,59 @@ const server = Deno.serve({
   });
   return res;
 });
+
+// ---------------------------------------------------------------------------------------------
+// The local stand-in for pg_cron + pg_net: HTTP jobs on their schedules
+// ---------------------------------------------------------------------------------------------
+interface HttpJob {
+  name: string;
+  schedule: string;
+  command: string;
+}
+
+async function runDueHttpJobs(db: postgres.Sql, minute: Date): Promise<void> {
+  let jobs: HttpJob[];
+  try {
+    jobs = await db<HttpJob[]>`select name, schedule, command from private.jobs where kind = 'http' and enabled`;
+  } catch (err) {
+    // The database restarting (a reset) is no reason to stop scheduling.
+    log({ level: 'warn', msg: 'job scheduler: cannot read private.jobs', error: (err as Error).message });
+    return;
+  }
+  for (const job of jobs) {
+    let due: boolean;
+    try {
+      due = cronMatches(job.schedule, minute);
+    } catch (err) {
+      log({ level: 'warn', msg: 'job scheduler: bad schedule', job: job.name, error: (err as Error).message });
+      continue;
+    }
+    if (!due) continue;
+    const started = performance.now();
+    fetch(`http://127.0.0.1:${PORT}/functions/v1/${job.command}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${SERVICE_ROLE_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ job: job.name }),
+    }).then(async (res) => {
+      log({ level: 'info', msg: 'job', job: job.name, status: res.status, ms: Math.round(performance.now() - started), result: await res.text() });
+    }).catch((err) => log({ level: 'error', msg: 'job failed', job: job.name, error: (err as Error).message }));
+  }
+}
+
+function startJobScheduler(): void {
+  const db = postgres(requireEnv('SUPABASE_DB_URL'), { max: 1, onnotice: () => {} });
+  const tick = () => {
+    const minute = new Date();
+    minute.setUTCSeconds(0, 0);
+    void runDueHttpJobs(db, minute);
+    // A second past the next full minute, so `minute` is the one that just began.
+    setTimeout(tick, 61000 - (Date.now() % 60000));
+  };
+  setTimeout(tick, 61000 - (Date.now() % 60000));
+  log({ level: 'info', msg: 'job scheduler on: calling HTTP jobs of private.jobs on their schedules' });
+}
+
+if (Deno.env.get('LOCAL_JOB_SCHEDULER') === 'on') startJobScheduler();
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {

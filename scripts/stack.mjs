@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The local Supabase stack without Docker: Postgres 15 (+ pg_cron, pgTAP) from Debian packages,
-// the real PostgREST 12, and a Deno gateway that serves /rest/v1 and /functions/v1 on one port.
+// the real PostgREST 12, a Deno gateway that serves /rest/v1 and /functions/v1 on one port, and
+// the mailbox page (port 54324) that shows the mail sent without RESEND_API_KEY.
 //
 //   node scripts/stack.mjs up       start in the background, return once healthy
 //   node scripts/stack.mjs start    the same in the foreground with logs; Ctrl-C stops it all
@@ -12,6 +13,7 @@ import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import {
   ROOT, LOCAL_DIR, PORTS, API_URL, DB_URL, JWT_SECRET, ANON_KEY, SERVICE_ROLE_KEY,
+  SEND_EMAIL_HOOK_SECRET, RESEND_WEBHOOK_SECRET, EMAIL_UNSUBSCRIBE_SECRET, functionsEnv,
 } from './lib/config.mjs';
 import { isDatabaseBuilt, pushMigrations, rebuildDatabase } from './lib/db.mjs';
 import {
@@ -27,6 +29,8 @@ const LOG_DIR = path.join(LOCAL_DIR, 'logs');
 const IS_ROOT = process.getuid?.() === 0;
 const PG = clusterPaths('db');
 const PG_LOG = PG.log;
+const MAIL_DIR = path.join(LOCAL_DIR, 'mail');
+const MAILBOX_URL = `http://127.0.0.1:${PORTS.mailbox}`;
 
 // ---------------------------------------------------------------------------------------------
 // Debian packages
@@ -120,20 +124,6 @@ async function httpOk(url) {
   return res.ok;
 }
 
-function functionsEnv() {
-  // What a hosted project gives every edge function, plus JWT_SECRET (a secret set on deploy).
-  return {
-    PORT: String(PORTS.gateway),
-    POSTGREST_URL: `http://127.0.0.1:${PORTS.postgrest}`,
-    SUPABASE_URL: API_URL,
-    SUPABASE_ANON_KEY: ANON_KEY,
-    SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
-    SUPABASE_DB_URL: DB_URL,
-    JWT_SECRET,
-    LOCAL_STORAGE_DIR: path.join(LOCAL_DIR, 'storage'),
-    LOCAL_MAIL_DIR: path.join(LOCAL_DIR, 'mail'),
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Commands
@@ -157,13 +147,14 @@ async function up({ foreground = false } = {}) {
     return { alreadyRunning: true };
   }
   ensurePackages();
-  for (const dir of [RUN_DIR, LOG_DIR, path.join(LOCAL_DIR, 'storage'), path.join(LOCAL_DIR, 'mail')]) {
+  for (const dir of [RUN_DIR, LOG_DIR, path.join(LOCAL_DIR, 'storage'), MAIL_DIR]) {
     fs.mkdirSync(dir, { recursive: true });
   }
   const started = [];
   const children = [];
   try {
-    // A leftover PostgREST or gateway from a stack that half-died: clear it before starting anew.
+    // A leftover PostgREST, gateway or mailbox from a stack that half-died: clear it before starting anew.
+    await stopPid('mailbox');
     await stopPid('gateway');
     await stopPid('postgrest');
     const fresh = initCluster(PG, { conf: PG_CONF });
@@ -198,7 +189,7 @@ async function up({ foreground = false } = {}) {
       'gateway',
       deno,
       ['run', '--allow-all', '--config', path.join(ROOT, 'deno.json'), path.join(ROOT, 'scripts/functions-server.ts')],
-      { foreground, env: functionsEnv() },
+      { foreground, env: { ...functionsEnv(), LOCAL_JOB_SCHEDULER: 'on' } },
     );
     started.push('gateway');
     children.push(gateway.child);
@@ -207,8 +198,29 @@ async function up({ foreground = false } = {}) {
       child: gateway.child,
       onTimeout: () => tail(gateway.logFile),
     });
+
+    // Without RESEND_API_KEY the functions write mail to .local/mail/ (the mailbox provider); the
+    // page shows it. It runs either way, as Inbucket does in the Supabase CLI's stack.
+    say(process.env.RESEND_API_KEY
+      ? 'mail: sending through Resend'
+      : `mail: no RESEND_API_KEY, so mail goes to .local/mail/ and ${MAILBOX_URL}`);
+    await assertPortFree(PORTS.mailbox, 'mailbox page');
+    const mailbox = startService(
+      'mailbox',
+      deno,
+      ['run', '--allow-net', '--allow-read', '--allow-env', '--config', path.join(ROOT, 'deno.json'),
+        path.join(ROOT, 'scripts/mailbox-server.ts')],
+      { foreground, env: { MAILBOX_PORT: String(PORTS.mailbox), LOCAL_MAIL_DIR: MAIL_DIR } },
+    );
+    started.push('mailbox');
+    children.push(mailbox.child);
+    await waitFor(`the mailbox page (${MAILBOX_URL})`, () => httpOk(`${MAILBOX_URL}/api/messages`), {
+      child: mailbox.child,
+      onTimeout: () => tail(mailbox.logFile),
+    });
   } catch (error) {
     say('start failed; stopping what was started');
+    await stopPid('mailbox');
     await stopPid('gateway');
     await stopPid('postgrest');
     if (started.includes('postgres')) stopPostgres();
@@ -220,6 +232,7 @@ async function up({ foreground = false } = {}) {
 
 async function down() {
   const stopped = [];
+  if (await stopPid('mailbox')) stopped.push('mailbox');
   if (await stopPid('gateway')) stopped.push('gateway');
   if (await stopPid('postgrest')) stopped.push('PostgREST');
   if (stopPostgres()) stopped.push('Postgres');
@@ -230,12 +243,14 @@ async function status() {
   const pg = pgIsRunning();
   const rest = readPid('postgrest');
   const gw = readPid('gateway');
+  const mb = readPid('mailbox');
   const ok = await healthy();
   const line = (name, running, where) => console.log(`  ${name.padEnd(12)} ${running ? 'running' : 'stopped'}  ${where}`);
   console.log('');
   line('Postgres', pg, DB_URL);
   line('PostgREST', !!rest, `http://127.0.0.1:${PORTS.postgrest} (behind the gateway)`);
   line('Gateway', !!gw, `${API_URL}  health: ${ok ? 'ok' : 'not answering'}`);
+  line('Mailbox', !!mb, MAILBOX_URL);
   console.log(`
   API URL           ${API_URL}
   REST              ${API_URL}/rest/v1
@@ -244,6 +259,9 @@ async function status() {
   JWT secret        ${JWT_SECRET}
   anon key          ${ANON_KEY}
   service_role key  ${SERVICE_ROLE_KEY}
+  SEND_EMAIL_HOOK_SECRET    ${SEND_EMAIL_HOOK_SECRET}
+  RESEND_WEBHOOK_SECRET     ${RESEND_WEBHOOK_SECRET}
+  EMAIL_UNSUBSCRIBE_SECRET  ${EMAIL_UNSUBSCRIBE_SECRET}
 
   A user's token:   npm run token -- you@example.com
   Logs:             ${LOG_DIR}/ and ${PG_LOG}

@@ -82,6 +82,8 @@ if (wants('db')) {
 // --- vitest ----------------------------------------------------------------------------------
 if (wants('vitest')) {
   banner('vitest (tests/**/*.test.ts)');
+  // The mailbox page's test drives Debian's Chromium.
+  (await import('./lib/chromium.mjs')).ensureChromium();
   const report = path.join(LOCAL_DIR, 'vitest-report.json');
   fs.rmSync(report, { force: true });
   const r = run(bin('vitest'), ['run', '--reporter=default', '--reporter=json', `--outputFile=${report}`]);

@@ -45,6 +45,84 @@ COMMENT ON SCHEMA public IS 'standard public schema';
 
 
 --
+-- Name: email_status; Type: TYPE; Schema: private; Owner: -
+--
+
+CREATE TYPE private.email_status AS ENUM (
+    'queued',
+    'sending',
+    'sent',
+    'delivered',
+    'bounced',
+    'complained',
+    'failed',
+    'dead',
+    'suppressed'
+);
+
+
+--
+-- Name: TYPE email_status; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TYPE private.email_status IS 'queued (due at next_attempt_at), sending (claimed), sent, delivered, bounced, complained, failed (permanently), dead (out of attempts), suppressed (not sent: preference or suppression list).';
+
+
+--
+-- Name: job_kind; Type: TYPE; Schema: private; Owner: -
+--
+
+CREATE TYPE private.job_kind AS ENUM (
+    'sql',
+    'http'
+);
+
+
+--
+-- Name: TYPE job_kind; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TYPE private.job_kind IS 'sql: pg_cron runs a SQL function; http: an edge function is called on the schedule.';
+
+
+--
+-- Name: job_outcome; Type: TYPE; Schema: private; Owner: -
+--
+
+CREATE TYPE private.job_outcome AS ENUM (
+    'running',
+    'succeeded',
+    'failed',
+    'skipped'
+);
+
+
+--
+-- Name: TYPE job_outcome; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TYPE private.job_outcome IS 'How a run ended; skipped: the previous run of the job was still going.';
+
+
+--
+-- Name: suppression_reason; Type: TYPE; Schema: private; Owner: -
+--
+
+CREATE TYPE private.suppression_reason AS ENUM (
+    'hard_bounce',
+    'complaint',
+    'unsubscribed'
+);
+
+
+--
+-- Name: TYPE suppression_reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TYPE private.suppression_reason IS 'Why an address gets no more non-required mail.';
+
+
+--
 -- Name: credit_entry_kind; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -103,6 +181,27 @@ CREATE TYPE public.credit_reservation_status AS ENUM (
 --
 
 COMMENT ON TYPE public.credit_reservation_status IS 'A reservation holds credits while active; it ends committed, released or expired.';
+
+
+--
+-- Name: email_category; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.email_category AS ENUM (
+    'auth',
+    'account',
+    'billing',
+    'usage_alerts',
+    'product_news',
+    'marketing'
+);
+
+
+--
+-- Name: TYPE email_category; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.email_category IS 'What a mail is about; a user may turn off any category except for the mail within it that is required.';
 
 
 --
@@ -421,6 +520,54 @@ $$;
 --
 
 COMMENT ON FUNCTION private.check_metadata(p_metadata jsonb) IS 'Validates caller metadata: a JSON object of at most 8 KB; raises invalid_metadata.';
+
+
+--
+-- Name: claim_emails(integer, interval, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.claim_emails(p_limit integer DEFAULT 20, p_lease interval DEFAULT '00:02:00'::interval, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(id uuid, organization_id uuid, recipient text, user_id uuid, template text, props jsonb, category public.email_category, required boolean, attempts integer, created_at timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+#variable_conflict use_column
+begin
+  -- A message a dispatcher may not send is marked suppressed here, not claimed. A message left
+  -- sending by a dispatcher whose lease ran out (it crashed) is due again.
+  return query
+    with due as (
+      select m.id from private.email_messages m
+      where m.next_attempt_at <= p_now
+        and (m.status = 'queued' or (m.status = 'sending' and m.claimed_until <= p_now))
+      order by m.next_attempt_at, m.id
+      limit least(greatest(p_limit, 1), 500)
+      for update skip locked
+    ), judged as (
+      select m.id, t.category, t.required, private.email_allowed(m.recipient, m.user_id, t.category, t.required) as allowed
+      from due join private.email_messages m on m.id = due.id join private.email_templates t on t.name = m.template
+    ), suppressed as (
+      update private.email_messages m
+      set status = 'suppressed', claimed_until = null, last_error = 'not sent: unsubscribed or suppressed'
+      from judged where m.id = judged.id and not judged.allowed
+    ), claimed as (
+      update private.email_messages m
+      set status = 'sending', claimed_until = p_now + p_lease, attempts = m.attempts + 1
+      from judged where m.id = judged.id and judged.allowed
+      returning m.id, m.organization_id, m.recipient, m.user_id, m.template, m.props, judged.category, judged.required,
+                m.attempts, m.created_at, m.next_attempt_at
+    )
+    select c.id, c.organization_id, c.recipient, c.user_id, c.template, c.props, c.category, c.required, c.attempts, c.created_at
+    from claimed c
+    order by c.next_attempt_at, c.id;
+end
+$$;
+
+
+--
+-- Name: FUNCTION claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone) IS 'Claims up to p_limit due messages for one dispatcher, leased for p_lease; marks the ones that may not go suppressed.';
 
 
 --
@@ -1030,6 +1177,156 @@ $$;
 COMMENT ON FUNCTION private.credit_balances_at(p_organization_id uuid, p_now timestamp with time zone) IS 'Exact balances of an organization at a time (get_credit_balances at now()).';
 
 
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: jobs; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.jobs (
+    name text NOT NULL,
+    description text NOT NULL,
+    schedule text NOT NULL,
+    kind private.job_kind NOT NULL,
+    command text NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    running_since timestamp with time zone,
+    last_started_at timestamp with time zone,
+    last_finished_at timestamp with time zone,
+    last_outcome private.job_outcome,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT jobs_check CHECK (((kind = 'http'::private.job_kind) = (command ~ '^[a-z][a-z0-9-]*$'::text))),
+    CONSTRAINT jobs_name_check CHECK ((name ~ '^[a-z][a-z0-9-]{0,62}$'::text)),
+    CONSTRAINT jobs_schedule_check CHECK ((schedule ~ '^\S+ \S+ \S+ \S+ \S+$'::text))
+);
+
+
+--
+-- Name: TABLE jobs; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.jobs IS 'Every scheduled job: what it does, when, its last run. pg_cron follows this table (trigger).';
+
+
+--
+-- Name: COLUMN jobs.name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.name IS 'The job''s name, also its pg_cron job name.';
+
+
+--
+-- Name: COLUMN jobs.description; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.description IS 'What the job does.';
+
+
+--
+-- Name: COLUMN jobs.schedule; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.schedule IS 'When it runs, in cron syntax (UTC).';
+
+
+--
+-- Name: COLUMN jobs.kind; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.kind IS 'sql or http.';
+
+
+--
+-- Name: COLUMN jobs.command; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.command IS 'sql: the SQL expression it evaluates (a function call returning a count); http: the edge function''s name.';
+
+
+--
+-- Name: COLUMN jobs.enabled; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.enabled IS 'A disabled job is not scheduled.';
+
+
+--
+-- Name: COLUMN jobs.running_since; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.running_since IS 'An HTTP job''s run in progress (its lease); null when none.';
+
+
+--
+-- Name: COLUMN jobs.last_started_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.last_started_at IS 'When its last run started.';
+
+
+--
+-- Name: COLUMN jobs.last_finished_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.last_finished_at IS 'When its last run finished.';
+
+
+--
+-- Name: COLUMN jobs.last_outcome; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.last_outcome IS 'How its last run ended.';
+
+
+--
+-- Name: COLUMN jobs.last_error; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.last_error IS 'The last run''s error, if it failed.';
+
+
+--
+-- Name: COLUMN jobs.created_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.created_at IS 'When the job was registered.';
+
+
+--
+-- Name: COLUMN jobs.updated_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.jobs.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: cron_command(private.jobs); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.cron_command(p_job private.jobs) RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select case
+    when not p_job.enabled then null
+    when p_job.kind = 'sql' then format('select private.run_job(%L)', p_job.name)
+    when exists (select 1 from pg_catalog.pg_extension where extname = 'pg_net')
+      then format('select private.invoke_http_job(%L)', p_job.name)
+  end
+$$;
+
+
+--
+-- Name: FUNCTION cron_command(p_job private.jobs); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.cron_command(p_job private.jobs) IS 'The command pg_cron runs for a job; null when nothing is scheduled.';
+
+
 --
 -- Name: default_low_threshold(text, text); Type: FUNCTION; Schema: private; Owner: -
 --
@@ -1119,6 +1416,237 @@ COMMENT ON FUNCTION private.draw_from_grants(p_organization_id uuid, p_pool text
 
 
 --
+-- Name: email_allowed(text, uuid, public.email_category, boolean); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select p_required or (
+    not exists (select 1 from public.email_preferences p
+                where p.user_id = p_user_id and p.category = p_category and not p.subscribed)
+    and not exists (select 1 from private.email_suppressions s
+                    where s.email = p_recipient and (s.category is null or s.category = p_category)))
+$$;
+
+
+--
+-- Name: FUNCTION email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean) IS 'Whether a message may be sent: required, or neither unsubscribed nor suppressed.';
+
+
+--
+-- Name: email_from_events(integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.email_from_events(p_limit integer DEFAULT 100, p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_claimed record;
+  v_event private.domain_events;
+  v_count integer := 0;
+begin
+  for v_claimed in select id from private.claim_events('email', p_limit, interval '2 minutes', p_now) loop
+    begin
+      select * into v_event from private.domain_events where id = v_claimed.id;
+      v_count := v_count + private.enqueue_event_email(v_event);
+      perform private.complete_event('email', v_claimed.id, p_now);
+    exception when others then
+      perform private.fail_event('email', v_claimed.id, sqlerrm, null, p_now);
+    end;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION email_from_events(p_limit integer, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.email_from_events(p_limit integer, p_now timestamp with time zone) IS 'The email consumer: enqueues the mail of due events and completes them, once each.';
+
+
+--
+-- Name: enqueue_email(text, text, jsonb, text, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.enqueue_email(p_template text, p_recipient text, p_props jsonb, p_idempotency_key text, p_organization_id uuid DEFAULT NULL::uuid) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_recipient text := lower(btrim(p_recipient));
+  v_id uuid;
+begin
+  if not exists (select 1 from private.email_templates where name = p_template) then
+    perform private.raise('unknown_template', format('No email template %L.', p_template));
+  end if;
+  if v_recipient is null or not private.is_email(v_recipient) then
+    perform private.raise('invalid_recipient', format('%L is not an email address.', p_recipient));
+  end if;
+  if p_props is null or jsonb_typeof(p_props) <> 'object' or octet_length(p_props::text) > 65536 then
+    perform private.raise('invalid_props', 'Template props are a JSON object of at most 64 KB.');
+  end if;
+  -- Any text: callers key mail by what causes it (an event and a recipient, a webhook id).
+  if p_idempotency_key is null or char_length(p_idempotency_key) not between 1 and 255 then
+    perform private.raise('invalid_idempotency_key', 'Every message needs an idempotency key of 1 to 255 characters.');
+  end if;
+
+  insert into private.email_messages (organization_id, recipient, user_id, template, props, idempotency_key)
+  values (p_organization_id, v_recipient,
+          (select u.id from auth.users u where lower(u.email) = v_recipient order by u.created_at limit 1),
+          p_template, p_props, p_idempotency_key)
+  on conflict (idempotency_key) do nothing
+  returning id into v_id;
+  if v_id is null then
+    select id into v_id from private.email_messages where idempotency_key = p_idempotency_key;
+  end if;
+  return v_id;
+end
+$$;
+
+
+--
+-- Name: FUNCTION enqueue_email(p_template text, p_recipient text, p_props jsonb, p_idempotency_key text, p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.enqueue_email(p_template text, p_recipient text, p_props jsonb, p_idempotency_key text, p_organization_id uuid) IS 'Queues a message in the caller''s transaction; the same idempotency key returns the same message.';
+
+
+--
+-- Name: domain_events; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.domain_events (
+    id bigint NOT NULL,
+    event_id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid,
+    type text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    actor_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT domain_events_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT domain_events_type_check CHECK ((type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'::text))
+);
+
+
+--
+-- Name: TABLE domain_events; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.domain_events IS 'Immutable business events (member.invited, credits.low, ...), appended with private.append_domain_event; consumers read them through event_deliveries.';
+
+
+--
+-- Name: COLUMN domain_events.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.domain_events.id IS 'Monotonic position in the outbox; consumers process in this order.';
+
+
+--
+-- Name: COLUMN domain_events.event_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.domain_events.event_id IS 'Stable public identifier of the event (idempotency key for consumers and webhook receivers).';
+
+
+--
+-- Name: COLUMN domain_events.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.domain_events.organization_id IS 'The organization the event belongs to; null for platform events. No foreign key: events outlive their subject.';
+
+
+--
+-- Name: COLUMN domain_events.type; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.domain_events.type IS 'Dotted event type, e.g. member.invited.';
+
+
+--
+-- Name: COLUMN domain_events.payload; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.domain_events.payload IS 'Event data as a JSON object.';
+
+
+--
+-- Name: COLUMN domain_events.actor_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.domain_events.actor_id IS 'The user whose action caused the event (auth.uid() at append time), if any.';
+
+
+--
+-- Name: COLUMN domain_events.created_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.domain_events.created_at IS 'When the event was appended.';
+
+
+--
+-- Name: enqueue_event_email(private.domain_events); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.enqueue_event_email(p_event private.domain_events) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_organization text := (select name from public.organizations where id = p_event.organization_id);
+  v_pool text := p_event.payload ->> 'pool';
+  v_pool_name text := coalesce((select name from public.credit_pools where key = v_pool), v_pool);
+  v_recipient text;
+  v_count integer := 0;
+begin
+  if p_event.type = 'member.invited' then
+    perform private.enqueue_email('organization_invitation', p_event.payload ->> 'email',
+      jsonb_build_object(
+        'organizationName', v_organization,
+        'inviterName', (select coalesce(p.full_name, p.email) from public.profiles p where p.id = (p_event.payload ->> 'invited_by')::uuid),
+        'role', p_event.payload ->> 'role',
+        'acceptUrl', private.site_url() || '/invitations/accept?token=' || (p_event.payload ->> 'token'),
+        'expiresAt', p_event.payload ->> 'expires_at'),
+      format('event:%s:%s', p_event.event_id, lower(p_event.payload ->> 'email')), p_event.organization_id);
+    return 1;
+  end if;
+  -- credits.low and credits.depleted: to the organization's owners, admins and billing members.
+  if v_organization is null then
+    return 0;
+  end if;
+  for v_recipient in select email from private.member_emails(p_event.organization_id, '{owner,admin,billing}') loop
+    perform private.enqueue_email(
+      case p_event.type when 'credits.low' then 'low_credits' else 'credits_depleted' end,
+      v_recipient,
+      jsonb_strip_nulls(jsonb_build_object(
+        'organizationName', v_organization, 'pool', v_pool, 'poolName', v_pool_name,
+        'available', case when p_event.type = 'credits.low' then (p_event.payload ->> 'available')::bigint end,
+        'threshold', case when p_event.type = 'credits.low' then (p_event.payload ->> 'threshold')::bigint end,
+        'topUpUrl', private.site_url() || '/billing')),
+      format('event:%s:%s', p_event.event_id, v_recipient), p_event.organization_id);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION enqueue_event_email(p_event private.domain_events); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.enqueue_event_email(p_event private.domain_events) IS 'Enqueues the mail one domain event means; returns how many messages.';
+
+
+--
 -- Name: expire_credits(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1153,6 +1681,35 @@ $$;
 --
 
 COMMENT ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) IS 'Removes expired credits and releases expired reservations (pg_cron, every minute); returns how many organizations it settled.';
+
+
+--
+-- Name: fail_email(uuid, text, boolean, interval, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.fail_email(p_id uuid, p_error text, p_permanent boolean DEFAULT false, p_retry_after interval DEFAULT NULL::interval, p_now timestamp with time zone DEFAULT now()) RETURNS private.email_status
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update private.email_messages m
+  set claimed_until = null,
+      last_error = left(p_error, 2000),
+      status = case
+        when p_permanent then 'failed'
+        when m.attempts >= (private.setting('email_max_attempts') #>> '{}')::integer then 'dead'
+        else 'queued' end::private.email_status,
+      next_attempt_at = p_now + greatest(coalesce(p_retry_after, interval '0'),
+        least(interval '1 hour', interval '30 seconds' * power(2, greatest(m.attempts - 1, 0))) * (1 + random() * 0.25))
+  where m.id = p_id and m.status = 'sending'
+  returning m.status
+$$;
+
+
+--
+-- Name: FUNCTION fail_email(p_id uuid, p_error text, p_permanent boolean, p_retry_after interval, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.fail_email(p_id uuid, p_error text, p_permanent boolean, p_retry_after interval, p_now timestamp with time zone) IS 'Records a failed send: queued again after a backoff, failed (permanent), or dead (out of attempts).';
 
 
 --
@@ -1203,6 +1760,34 @@ $$;
 --
 
 COMMENT ON FUNCTION private.fan_out_domain_event() IS 'Trigger: creates the delivery rows of a new event, one per consumer that takes its type.';
+
+
+--
+-- Name: finish_job_run(bigint, bigint, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.finish_job_run(p_run bigint, p_rows bigint DEFAULT NULL::bigint, p_error text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now()) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  with run as (
+    update private.job_runs
+    set finished_at = p_now, outcome = case when p_error is null then 'succeeded' else 'failed' end::private.job_outcome,
+        rows_affected = p_rows, error = left(p_error, 2000)
+    where id = p_run and outcome = 'running'
+    returning job_name, outcome, error
+  )
+  update private.jobs j
+  set running_since = null, last_finished_at = p_now, last_outcome = run.outcome, last_error = run.error
+  from run where j.name = run.job_name
+$$;
+
+
+--
+-- Name: FUNCTION finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone) IS 'Ends an HTTP job''s run: succeeded, or failed with p_error; frees its lease.';
 
 
 --
@@ -1513,6 +2098,42 @@ COMMENT ON FUNCTION private.invite_member(p_organization_id uuid, p_email text, 
 
 
 --
+-- Name: invoke_http_job(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.invoke_http_job(p_name text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_function text;
+  v_request bigint;
+begin
+  select command into v_function from private.jobs where name = p_name and kind = 'http' and enabled;
+  if v_function is null then
+    return null;
+  end if;
+  execute $sql$
+    select net.http_post(
+      url := (select decrypted_secret from vault.decrypted_secrets where name = 'project_url') || '/functions/v1/' || $1,
+      headers := jsonb_build_object('content-type', 'application/json', 'authorization',
+        'Bearer ' || (select decrypted_secret from vault.decrypted_secrets where name = 'service_role_key')),
+      body := jsonb_build_object('job', $2),
+      timeout_milliseconds := 60000)
+  $sql$ into v_request using v_function, p_name;
+  return v_request;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION invoke_http_job(p_name text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.invoke_http_job(p_name text) IS 'pg_cron''s call of an HTTP job on hosted Supabase: pg_net POSTs to the edge function with the service key from Vault.';
+
+
+--
 -- Name: is_email(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1739,6 +2360,52 @@ $$;
 --
 
 COMMENT ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_actions text[]) IS 'Locks the pools a batch of actions will draw from, in pool order.';
+
+
+--
+-- Name: mark_email_sent(uuid, text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.mark_email_sent(p_id uuid, p_provider text, p_provider_message_id text, p_now timestamp with time zone DEFAULT now()) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  with sent as (
+    update private.email_messages
+    set status = 'sent', sent_at = p_now, claimed_until = null, last_error = null,
+        provider = p_provider, provider_message_id = p_provider_message_id
+    where id = p_id and status = 'sending'
+    returning 1
+  )
+  select exists (select 1 from sent)
+$$;
+
+
+--
+-- Name: FUNCTION mark_email_sent(p_id uuid, p_provider text, p_provider_message_id text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.mark_email_sent(p_id uuid, p_provider text, p_provider_message_id text, p_now timestamp with time zone) IS 'Records that the provider accepted a claimed message.';
+
+
+--
+-- Name: member_emails(uuid, public.organization_role[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.member_emails(p_organization_id uuid, p_roles public.organization_role[]) RETURNS TABLE(email text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select distinct lower(p.email) from public.organization_members m join public.profiles p on p.id = m.user_id
+  where m.organization_id = p_organization_id and m.role = any (p_roles) and p.email is not null
+$$;
+
+
+--
+-- Name: FUNCTION member_emails(p_organization_id uuid, p_roles public.organization_role[]); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.member_emails(p_organization_id uuid, p_roles public.organization_role[]) IS 'The email addresses of an organization''s members with one of the roles.';
 
 
 --
@@ -2104,6 +2771,29 @@ COMMENT ON FUNCTION private.purge_domain_events(p_now timestamp with time zone) 
 
 
 --
+-- Name: purge_job_runs(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.purge_job_runs(p_now timestamp with time zone DEFAULT now()) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  with gone as (
+    delete from private.job_runs
+    where started_at < p_now - (private.setting('job_run_retention') #>> '{}')::interval and outcome <> 'running'
+    returning 1)
+  select count(*) from gone
+$$;
+
+
+--
+-- Name: FUNCTION purge_job_runs(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.purge_job_runs(p_now timestamp with time zone) IS 'Deletes job runs older than job_run_retention.';
+
+
+--
 -- Name: purge_rate_limit_counters(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2121,6 +2811,34 @@ $$;
 --
 
 COMMENT ON FUNCTION private.purge_rate_limit_counters(p_now timestamp with time zone) IS 'Deletes rate-limit windows older than a day (pg_cron, hourly).';
+
+
+--
+-- Name: purge_sent_emails(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.purge_sent_emails(p_now timestamp with time zone DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_deleted bigint;
+  v_before timestamptz := p_now - (private.setting('sent_email_retention') #>> '{}')::interval;
+begin
+  delete from private.email_messages
+  where status not in ('queued', 'sending') and created_at < v_before;
+  get diagnostics v_deleted = row_count;
+  delete from private.webhook_receipts where received_at < v_before;
+  return v_deleted;
+end
+$$;
+
+
+--
+-- Name: FUNCTION purge_sent_emails(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.purge_sent_emails(p_now timestamp with time zone) IS 'Deletes finished messages and webhook receipts older than sent_email_retention.';
 
 
 --
@@ -2155,6 +2873,73 @@ $$;
 --
 
 COMMENT ON FUNCTION private.raise(p_code text, p_detail text) IS 'Raises a catalogued error: the message is the code, the SQLSTATE its class''s, the detail the human text. Refuses unknown codes.';
+
+
+--
+-- Name: receive_webhook(text, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.receive_webhook(p_source text, p_receipt_id text) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  with fresh as (
+    insert into private.webhook_receipts (source, receipt_id) values (p_source, p_receipt_id)
+    on conflict do nothing
+    returning 1
+  )
+  select exists (select 1 from fresh)
+$$;
+
+
+--
+-- Name: FUNCTION receive_webhook(p_source text, p_receipt_id text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.receive_webhook(p_source text, p_receipt_id text) IS 'Records a webhook delivery''s id; false when it arrived before (a replay).';
+
+
+--
+-- Name: record_email_event(text, text, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean DEFAULT true, p_now timestamp with time zone DEFAULT now()) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_recipient text;
+begin
+  select recipient into v_recipient from private.email_messages where provider_message_id = p_provider_message_id;
+  if v_recipient is null then
+    return false;
+  end if;
+  if p_event = 'delivered' then
+    update private.email_messages set status = 'delivered', delivered_at = p_now
+    where provider_message_id = p_provider_message_id and status = 'sent';
+  elsif p_event = 'bounced' then
+    update private.email_messages set status = 'bounced', last_error = 'bounced'
+    where provider_message_id = p_provider_message_id and status in ('sent', 'delivered');
+    if p_permanent_bounce then
+      insert into private.email_suppressions (email, category, reason) values (v_recipient, null, 'hard_bounce')
+      on conflict (email, category) do nothing;
+    end if;
+  elsif p_event = 'complained' then
+    update private.email_messages set status = 'complained'
+    where provider_message_id = p_provider_message_id;
+    insert into private.email_suppressions (email, category, reason) values (v_recipient, null, 'complaint')
+    on conflict (email, category) do nothing;
+  end if;
+  return true;
+end
+$$;
+
+
+--
+-- Name: FUNCTION record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean, p_now timestamp with time zone) IS 'Records a provider''s delivered, bounced or complained event; bounces and complaints suppress the address.';
 
 
 --
@@ -2255,6 +3040,28 @@ $$;
 --
 
 COMMENT ON FUNCTION private.refund_credits(p_transaction_id uuid, p_amounts jsonb, p_reason text) IS 'The body of refund_credits.';
+
+
+--
+-- Name: register_job(text, text, private.job_kind, text, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.register_job(p_name text, p_schedule text, p_kind private.job_kind, p_command text, p_description text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into private.jobs (name, schedule, kind, command, description)
+  values (p_name, p_schedule, p_kind, p_command, p_description)
+  on conflict (name) do update
+    set schedule = excluded.schedule, kind = excluded.kind, command = excluded.command, description = excluded.description
+$$;
+
+
+--
+-- Name: FUNCTION register_job(p_name text, p_schedule text, p_kind private.job_kind, p_command text, p_description text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.register_job(p_name text, p_schedule text, p_kind private.job_kind, p_command text, p_description text) IS 'Adds a job to the registry (or updates it); pg_cron follows.';
 
 
 --
@@ -2429,6 +3236,35 @@ $$;
 --
 
 COMMENT ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) IS 'Starts the next billing period of organizations whose period ended (pg_cron, every 5 minutes); returns how many it renewed.';
+
+
+--
+-- Name: requeue_email(uuid, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.requeue_email(p_id uuid, p_now timestamp with time zone DEFAULT now()) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  update private.email_messages
+  set status = 'queued', attempts = 0, next_attempt_at = p_now, claimed_until = null
+  where id = p_id and status in ('failed', 'dead');
+  if not found then
+    if not exists (select 1 from private.email_messages where id = p_id) then
+      perform private.raise('message_not_found', 'No email message has this id.');
+    end if;
+    perform private.raise('not_requeueable', 'Only failed and dead messages can be requeued.');
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION requeue_email(p_id uuid, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.requeue_email(p_id uuid, p_now timestamp with time zone) IS 'An operator sends a failed or dead message again.';
 
 
 --
@@ -2678,6 +3514,51 @@ COMMENT ON FUNCTION private.reserve_credits(p_organization_id uuid, p_action_typ
 
 
 --
+-- Name: run_job(text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.run_job(p_name text, p_now timestamp with time zone DEFAULT clock_timestamp()) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job private.jobs;
+  v_run bigint;
+  v_rows bigint;
+  v_outcome private.job_outcome := 'succeeded';
+  v_error text;
+begin
+  select * into v_job from private.jobs where name = p_name and kind = 'sql';
+  if not found or not v_job.enabled then
+    return;
+  end if;
+  if not pg_try_advisory_xact_lock(hashtextextended('job:' || p_name, 0)) then
+    insert into private.job_runs (job_name, started_at, finished_at, outcome) values (p_name, p_now, p_now, 'skipped');
+    return;
+  end if;
+  insert into private.job_runs (job_name, started_at) values (p_name, p_now) returning id into v_run;
+  begin
+    execute format('select (%s)::bigint', v_job.command) into v_rows;
+  exception when others then
+    v_outcome := 'failed';
+    v_error := left(sqlerrm, 2000);
+  end;
+  update private.job_runs set finished_at = clock_timestamp(), outcome = v_outcome, rows_affected = v_rows, error = v_error
+  where id = v_run;
+  update private.jobs set last_started_at = p_now, last_finished_at = clock_timestamp(), last_outcome = v_outcome, last_error = v_error
+  where name = p_name;
+end
+$$;
+
+
+--
+-- Name: FUNCTION run_job(p_name text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.run_job(p_name text, p_now timestamp with time zone) IS 'Runs a SQL job and records the run (skipped when the previous run still holds the job''s lock).';
+
+
+--
 -- Name: set_credit_low_threshold(uuid, text, bigint); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2757,6 +3638,61 @@ $$;
 --
 
 COMMENT ON FUNCTION private.setting(p_key text) IS 'The value of a setting; raises when it does not exist.';
+
+
+--
+-- Name: site_url(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.site_url() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select rtrim(private.setting('site_url') #>> '{}', '/')
+$$;
+
+
+--
+-- Name: FUNCTION site_url(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.site_url() IS 'The frontend''s address mail links point to (setting site_url).';
+
+
+--
+-- Name: start_job_run(text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.start_job_run(p_name text, p_now timestamp with time zone DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run bigint;
+begin
+  update private.jobs set running_since = p_now, last_started_at = p_now
+  where name = p_name and kind = 'http' and enabled
+    and (running_since is null or running_since < p_now - (private.setting('http_job_lease') #>> '{}')::interval);
+  if not found then
+    if exists (select 1 from private.jobs where name = p_name and kind = 'http') then
+      insert into private.job_runs (job_name, started_at, finished_at, outcome) values (p_name, p_now, p_now, 'skipped');
+    end if;
+    return null;
+  end if;
+  -- A run whose lease ran out never finished (its function died): say so.
+  update private.job_runs set outcome = 'failed', finished_at = p_now, error = 'the run never finished (its lease ran out)'
+  where job_name = p_name and outcome = 'running';
+  insert into private.job_runs (job_name, started_at) values (p_name, p_now) returning id into v_run;
+  return v_run;
+end
+$$;
+
+
+--
+-- Name: FUNCTION start_job_run(p_name text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.start_job_run(p_name text, p_now timestamp with time zone) IS 'Starts an HTTP job''s run; null (and a skipped run) when one is still going or the job is disabled.';
 
 
 --
@@ -2848,6 +3784,38 @@ COMMENT ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key
 
 
 --
+-- Name: sync_job_schedule(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sync_job_schedule() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_command text;
+begin
+  if tg_op in ('UPDATE', 'DELETE') and exists (select 1 from cron.job where jobname = old.name) then
+    perform cron.unschedule(old.name);
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') then
+    v_command := private.cron_command(new);
+    if v_command is not null then
+      perform cron.schedule(new.name, new.schedule, v_command);
+    end if;
+  end if;
+  return null;
+end
+$$;
+
+
+--
+-- Name: FUNCTION sync_job_schedule(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.sync_job_schedule() IS 'Trigger: schedules, reschedules or unschedules a job''s pg_cron entry as its registry row changes.';
+
+
+--
 -- Name: sync_profile_from_auth_user(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2919,6 +3887,37 @@ $$;
 --
 
 COMMENT ON FUNCTION private.track_grant_expiry() IS 'Trigger: an earlier expiry of a grant lowers its pool''s next_expiry_at.';
+
+
+--
+-- Name: unsubscribe_email(text, public.email_category); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_email text := lower(btrim(p_email));
+  v_user uuid;
+begin
+  select id into v_user from auth.users where lower(email) = v_email order by created_at limit 1;
+  if v_user is not null then
+    insert into public.email_preferences (user_id, category, subscribed) values (v_user, p_category, false)
+    on conflict (user_id, category) do update set subscribed = false;
+  else
+    insert into private.email_suppressions (email, category, reason) values (v_email, p_category, 'unsubscribed')
+    on conflict (email, category) do nothing;
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION unsubscribe_email(p_email text, p_category public.email_category); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) IS 'Turns a category of non-required mail off for an address: its user''s preference, or a suppression.';
 
 
 --
@@ -3363,10 +4362,6 @@ $$;
 COMMENT ON FUNCTION public.update_member_role(p_organization_id uuid, p_user_id uuid, p_role text) IS 'Changes a member''s role. Owners change anyone; admins cannot touch owners or grant owner. Errors: not_authenticated, not_authorized, invalid_role, member_not_found, last_owner.';
 
 
-SET default_tablespace = '';
-
-SET default_table_access_method = heap;
-
 --
 -- Name: credit_idempotency_keys; Type: TABLE; Schema: private; Owner: -
 --
@@ -3435,79 +4430,6 @@ COMMENT ON COLUMN private.deleted_organizations.records_purged_at IS 'When the r
 
 
 --
--- Name: domain_events; Type: TABLE; Schema: private; Owner: -
---
-
-CREATE TABLE private.domain_events (
-    id bigint NOT NULL,
-    event_id uuid DEFAULT gen_random_uuid() NOT NULL,
-    organization_id uuid,
-    type text NOT NULL,
-    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
-    actor_id uuid,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT domain_events_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
-    CONSTRAINT domain_events_type_check CHECK ((type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'::text))
-);
-
-
---
--- Name: TABLE domain_events; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON TABLE private.domain_events IS 'Immutable business events (member.invited, credits.low, ...), appended with private.append_domain_event; consumers read them through event_deliveries.';
-
-
---
--- Name: COLUMN domain_events.id; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON COLUMN private.domain_events.id IS 'Monotonic position in the outbox; consumers process in this order.';
-
-
---
--- Name: COLUMN domain_events.event_id; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON COLUMN private.domain_events.event_id IS 'Stable public identifier of the event (idempotency key for consumers and webhook receivers).';
-
-
---
--- Name: COLUMN domain_events.organization_id; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON COLUMN private.domain_events.organization_id IS 'The organization the event belongs to; null for platform events. No foreign key: events outlive their subject.';
-
-
---
--- Name: COLUMN domain_events.type; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON COLUMN private.domain_events.type IS 'Dotted event type, e.g. member.invited.';
-
-
---
--- Name: COLUMN domain_events.payload; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON COLUMN private.domain_events.payload IS 'Event data as a JSON object.';
-
-
---
--- Name: COLUMN domain_events.actor_id; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON COLUMN private.domain_events.actor_id IS 'The user whose action caused the event (auth.uid() at append time), if any.';
-
-
---
--- Name: COLUMN domain_events.created_at; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON COLUMN private.domain_events.created_at IS 'When the event was appended.';
-
-
---
 -- Name: domain_events_id_seq; Type: SEQUENCE; Schema: private; Owner: -
 --
 
@@ -3519,6 +4441,266 @@ ALTER TABLE private.domain_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTI
     NO MAXVALUE
     CACHE 1
 );
+
+
+--
+-- Name: email_messages; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.email_messages (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid,
+    recipient text NOT NULL,
+    user_id uuid,
+    template text NOT NULL,
+    props jsonb NOT NULL,
+    idempotency_key text NOT NULL,
+    status private.email_status DEFAULT 'queued'::private.email_status NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    claimed_until timestamp with time zone,
+    last_error text,
+    provider text,
+    provider_message_id text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    sent_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT email_messages_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT email_messages_idempotency_key_check CHECK (((char_length(idempotency_key) >= 1) AND (char_length(idempotency_key) <= 255))),
+    CONSTRAINT email_messages_last_error_check CHECK ((char_length(last_error) <= 2000)),
+    CONSTRAINT email_messages_props_check CHECK ((jsonb_typeof(props) = 'object'::text)),
+    CONSTRAINT email_messages_recipient_check CHECK (((recipient = lower(recipient)) AND private.is_email(recipient)))
+);
+
+
+--
+-- Name: TABLE email_messages; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.email_messages IS 'The email outbox: every message, its delivery state and what the provider said.';
+
+
+--
+-- Name: COLUMN email_messages.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.id IS 'The message; also the provider''s idempotency key.';
+
+
+--
+-- Name: COLUMN email_messages.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.organization_id IS 'The organization it is about, if any (no foreign key: mail outlives its subject until the cleanup).';
+
+
+--
+-- Name: COLUMN email_messages.recipient; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.recipient IS 'The address it goes to, lower-case.';
+
+
+--
+-- Name: COLUMN email_messages.user_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.user_id IS 'The recipient''s user, when the address belongs to one (their preferences apply).';
+
+
+--
+-- Name: COLUMN email_messages.template; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.template IS 'Which template renders it.';
+
+
+--
+-- Name: COLUMN email_messages.props; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.props IS 'The template''s props.';
+
+
+--
+-- Name: COLUMN email_messages.idempotency_key; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.idempotency_key IS 'Enqueuing again with this key returns the same message.';
+
+
+--
+-- Name: COLUMN email_messages.status; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.status IS 'queued, sending, sent, delivered, bounced, complained, failed, dead or suppressed.';
+
+
+--
+-- Name: COLUMN email_messages.attempts; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.attempts IS 'How many times a dispatcher claimed it.';
+
+
+--
+-- Name: COLUMN email_messages.next_attempt_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.next_attempt_at IS 'Not claimable before this time (retry backoff).';
+
+
+--
+-- Name: COLUMN email_messages.claimed_until; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.claimed_until IS 'A dispatcher''s lease while sending; after it, another may take the message over.';
+
+
+--
+-- Name: COLUMN email_messages.last_error; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.last_error IS 'The last failure.';
+
+
+--
+-- Name: COLUMN email_messages.provider; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.provider IS 'Who sent it: resend or mailbox.';
+
+
+--
+-- Name: COLUMN email_messages.provider_message_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.provider_message_id IS 'The provider''s id of the message, which its webhooks name.';
+
+
+--
+-- Name: COLUMN email_messages.created_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.created_at IS 'When it was enqueued.';
+
+
+--
+-- Name: COLUMN email_messages.sent_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.sent_at IS 'When the provider accepted it.';
+
+
+--
+-- Name: COLUMN email_messages.delivered_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.delivered_at IS 'When the provider reported it delivered.';
+
+
+--
+-- Name: COLUMN email_messages.updated_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_messages.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: email_suppressions; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.email_suppressions (
+    email text NOT NULL,
+    category public.email_category,
+    reason private.suppression_reason NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT email_suppressions_email_check CHECK ((email = lower(email)))
+);
+
+
+--
+-- Name: TABLE email_suppressions; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.email_suppressions IS 'Addresses that get no more non-required mail: of one category, or (category null) of any.';
+
+
+--
+-- Name: COLUMN email_suppressions.email; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_suppressions.email IS 'The address, lower-case.';
+
+
+--
+-- Name: COLUMN email_suppressions.category; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_suppressions.category IS 'The category suppressed; null for all non-required mail.';
+
+
+--
+-- Name: COLUMN email_suppressions.reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_suppressions.reason IS 'hard_bounce, complaint or unsubscribed.';
+
+
+--
+-- Name: COLUMN email_suppressions.created_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_suppressions.created_at IS 'When.';
+
+
+--
+-- Name: email_templates; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.email_templates (
+    name text NOT NULL,
+    category public.email_category NOT NULL,
+    required boolean NOT NULL,
+    description text NOT NULL,
+    CONSTRAINT email_templates_name_check CHECK ((name ~ '^[a-z][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE email_templates; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.email_templates IS 'Every email template: its category and whether it is required (sent whatever the preferences).';
+
+
+--
+-- Name: COLUMN email_templates.name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_templates.name IS 'The template''s name, as functions/_shared/emails registers it.';
+
+
+--
+-- Name: COLUMN email_templates.category; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_templates.category IS 'What the mail is about (the preference it follows).';
+
+
+--
+-- Name: COLUMN email_templates.required; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_templates.required IS 'Required mail always goes: auth, security, billing the law or the contract requires.';
+
+
+--
+-- Name: COLUMN email_templates.description; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.email_templates.description IS 'When it is sent.';
 
 
 --
@@ -3741,6 +4923,92 @@ COMMENT ON COLUMN private.free_allocations.granted_at IS 'When.';
 
 
 --
+-- Name: job_runs; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.job_runs (
+    id bigint NOT NULL,
+    job_name text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone,
+    outcome private.job_outcome DEFAULT 'running'::private.job_outcome NOT NULL,
+    rows_affected bigint,
+    error text,
+    CONSTRAINT job_runs_error_check CHECK ((char_length(error) <= 2000))
+);
+
+
+--
+-- Name: TABLE job_runs; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.job_runs IS 'One row per run of a job: when, how it ended, how many rows it touched, its error.';
+
+
+--
+-- Name: COLUMN job_runs.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.job_runs.id IS 'The run.';
+
+
+--
+-- Name: COLUMN job_runs.job_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.job_runs.job_name IS 'The job.';
+
+
+--
+-- Name: COLUMN job_runs.started_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.job_runs.started_at IS 'When it started.';
+
+
+--
+-- Name: COLUMN job_runs.finished_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.job_runs.finished_at IS 'When it finished; null while running.';
+
+
+--
+-- Name: COLUMN job_runs.outcome; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.job_runs.outcome IS 'running, succeeded, failed or skipped.';
+
+
+--
+-- Name: COLUMN job_runs.rows_affected; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.job_runs.rows_affected IS 'What the job reported doing (organizations settled, mails sent, ...).';
+
+
+--
+-- Name: COLUMN job_runs.error; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.job_runs.error IS 'The error of a failed run.';
+
+
+--
+-- Name: job_runs_id_seq; Type: SEQUENCE; Schema: private; Owner: -
+--
+
+ALTER TABLE private.job_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME private.job_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
 -- Name: outbox_consumers; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -3930,6 +5198,47 @@ COMMENT ON COLUMN private.settings.description IS 'What it controls.';
 --
 
 COMMENT ON COLUMN private.settings.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: webhook_receipts; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.webhook_receipts (
+    source text NOT NULL,
+    receipt_id text NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_receipts_receipt_id_check CHECK (((char_length(receipt_id) >= 1) AND (char_length(receipt_id) <= 255))),
+    CONSTRAINT webhook_receipts_source_check CHECK ((source ~ '^[a-z][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE webhook_receipts; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.webhook_receipts IS 'Ids of the signed webhook deliveries received, so a replay changes nothing.';
+
+
+--
+-- Name: COLUMN webhook_receipts.source; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.webhook_receipts.source IS 'Who sent it: resend, stripe.';
+
+
+--
+-- Name: COLUMN webhook_receipts.receipt_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.webhook_receipts.receipt_id IS 'The delivery''s id (svix-id, the event id).';
+
+
+--
+-- Name: COLUMN webhook_receipts.received_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.webhook_receipts.received_at IS 'When it first arrived.';
 
 
 --
@@ -5013,6 +6322,53 @@ COMMENT ON COLUMN public.credit_reservations.settled_at IS 'When the reservation
 
 
 --
+-- Name: email_preferences; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.email_preferences (
+    user_id uuid NOT NULL,
+    category public.email_category NOT NULL,
+    subscribed boolean NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: TABLE email_preferences; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.email_preferences IS 'A user''s choice per mail category; no row means subscribed. Required mail goes regardless.';
+
+
+--
+-- Name: COLUMN email_preferences.user_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.email_preferences.user_id IS 'The user.';
+
+
+--
+-- Name: COLUMN email_preferences.category; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.email_preferences.category IS 'The category of mail.';
+
+
+--
+-- Name: COLUMN email_preferences.subscribed; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.email_preferences.subscribed IS 'Whether they want mail of this category that is not required.';
+
+
+--
+-- Name: COLUMN email_preferences.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.email_preferences.updated_at IS 'When they last chose.';
+
+
+--
 -- Name: organization_invitations; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -5278,6 +6634,46 @@ ALTER TABLE ONLY private.domain_events
 
 
 --
+-- Name: email_messages email_messages_idempotency_key_key; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.email_messages
+    ADD CONSTRAINT email_messages_idempotency_key_key UNIQUE (idempotency_key);
+
+
+--
+-- Name: email_messages email_messages_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.email_messages
+    ADD CONSTRAINT email_messages_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: email_messages email_messages_provider_message_id_key; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.email_messages
+    ADD CONSTRAINT email_messages_provider_message_id_key UNIQUE (provider_message_id);
+
+
+--
+-- Name: email_suppressions email_suppressions_email_category_key; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.email_suppressions
+    ADD CONSTRAINT email_suppressions_email_category_key UNIQUE NULLS NOT DISTINCT (email, category);
+
+
+--
+-- Name: email_templates email_templates_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.email_templates
+    ADD CONSTRAINT email_templates_pkey PRIMARY KEY (name);
+
+
+--
 -- Name: error_classes error_classes_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -5318,6 +6714,22 @@ ALTER TABLE ONLY private.free_allocations
 
 
 --
+-- Name: job_runs job_runs_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.job_runs
+    ADD CONSTRAINT job_runs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (name);
+
+
+--
 -- Name: outbox_consumers outbox_consumers_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -5347,6 +6759,14 @@ ALTER TABLE ONLY private.rate_limit_counters
 
 ALTER TABLE ONLY private.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: webhook_receipts webhook_receipts_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.webhook_receipts
+    ADD CONSTRAINT webhook_receipts_pkey PRIMARY KEY (source, receipt_id);
 
 
 --
@@ -5427,6 +6847,14 @@ ALTER TABLE ONLY public.credit_pools
 
 ALTER TABLE ONLY public.credit_reservations
     ADD CONSTRAINT credit_reservations_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: email_preferences email_preferences_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.email_preferences
+    ADD CONSTRAINT email_preferences_pkey PRIMARY KEY (user_id, category);
 
 
 --
@@ -5514,6 +6942,41 @@ CREATE INDEX domain_events_organization_id_idx ON private.domain_events USING bt
 
 
 --
+-- Name: email_messages_due_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX email_messages_due_idx ON private.email_messages USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['queued'::private.email_status, 'sending'::private.email_status]));
+
+
+--
+-- Name: email_messages_finished_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX email_messages_finished_idx ON private.email_messages USING btree (created_at) WHERE (status <> ALL (ARRAY['queued'::private.email_status, 'sending'::private.email_status]));
+
+
+--
+-- Name: email_messages_organization_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX email_messages_organization_id_idx ON private.email_messages USING btree (organization_id, created_at);
+
+
+--
+-- Name: email_messages_template_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX email_messages_template_idx ON private.email_messages USING btree (template);
+
+
+--
+-- Name: email_messages_user_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX email_messages_user_id_idx ON private.email_messages USING btree (user_id);
+
+
+--
 -- Name: error_codes_class_idx; Type: INDEX; Schema: private; Owner: -
 --
 
@@ -5542,10 +7005,31 @@ CREATE INDEX free_allocations_user_id_idx ON private.free_allocations USING btre
 
 
 --
+-- Name: job_runs_job_name_started_at_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX job_runs_job_name_started_at_idx ON private.job_runs USING btree (job_name, started_at DESC);
+
+
+--
+-- Name: job_runs_started_at_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX job_runs_started_at_idx ON private.job_runs USING btree (started_at);
+
+
+--
 -- Name: rate_limit_counters_window_start_idx; Type: INDEX; Schema: private; Owner: -
 --
 
 CREATE INDEX rate_limit_counters_window_start_idx ON private.rate_limit_counters USING btree (window_start);
+
+
+--
+-- Name: webhook_receipts_received_at_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX webhook_receipts_received_at_idx ON private.webhook_receipts USING btree (received_at);
 
 
 --
@@ -5745,6 +7229,27 @@ CREATE TRIGGER domain_events_no_truncate BEFORE TRUNCATE ON private.domain_event
 
 
 --
+-- Name: email_messages email_messages_set_updated_at; Type: TRIGGER; Schema: private; Owner: -
+--
+
+CREATE TRIGGER email_messages_set_updated_at BEFORE UPDATE ON private.email_messages FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: jobs jobs_set_updated_at; Type: TRIGGER; Schema: private; Owner: -
+--
+
+CREATE TRIGGER jobs_set_updated_at BEFORE UPDATE ON private.jobs FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: jobs jobs_sync_schedule; Type: TRIGGER; Schema: private; Owner: -
+--
+
+CREATE TRIGGER jobs_sync_schedule AFTER INSERT OR DELETE OR UPDATE OF schedule, enabled, kind, command ON private.jobs FOR EACH ROW EXECUTE FUNCTION private.sync_job_schedule();
+
+
+--
 -- Name: settings settings_set_updated_at; Type: TRIGGER; Schema: private; Owner: -
 --
 
@@ -5791,6 +7296,13 @@ CREATE TRIGGER credit_plans_set_updated_at BEFORE UPDATE ON public.credit_plans 
 --
 
 CREATE TRIGGER credit_pools_add_balances AFTER INSERT ON public.credit_pools FOR EACH ROW EXECUTE FUNCTION private.add_pool_balances();
+
+
+--
+-- Name: email_preferences email_preferences_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER email_preferences_set_updated_at BEFORE UPDATE ON public.email_preferences FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
 
 
 --
@@ -5878,6 +7390,22 @@ CREATE TRIGGER profiles_set_updated_at BEFORE UPDATE ON public.profiles FOR EACH
 
 
 --
+-- Name: email_messages email_messages_template_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.email_messages
+    ADD CONSTRAINT email_messages_template_fkey FOREIGN KEY (template) REFERENCES private.email_templates(name);
+
+
+--
+-- Name: email_messages email_messages_user_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.email_messages
+    ADD CONSTRAINT email_messages_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
 -- Name: error_codes error_codes_class_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -5907,6 +7435,14 @@ ALTER TABLE ONLY private.event_deliveries
 
 ALTER TABLE ONLY private.free_allocations
     ADD CONSTRAINT free_allocations_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: job_runs job_runs_job_name_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.job_runs
+    ADD CONSTRAINT job_runs_job_name_fkey FOREIGN KEY (job_name) REFERENCES private.jobs(name) ON DELETE CASCADE;
 
 
 --
@@ -6014,6 +7550,14 @@ ALTER TABLE ONLY public.credit_reservations
 
 
 --
+-- Name: email_preferences email_preferences_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.email_preferences
+    ADD CONSTRAINT email_preferences_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE CASCADE;
+
+
+--
 -- Name: organization_invitations organization_invitations_accepted_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -6112,6 +7656,24 @@ ALTER TABLE private.deleted_organizations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.domain_events ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: email_messages; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.email_messages ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: email_suppressions; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.email_suppressions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: email_templates; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.email_templates ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: error_classes; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
@@ -6136,6 +7698,18 @@ ALTER TABLE private.event_deliveries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.free_allocations ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: job_runs; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.job_runs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: jobs; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.jobs ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: outbox_consumers; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
@@ -6158,6 +7732,12 @@ ALTER TABLE private.rate_limit_counters ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE private.settings ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_receipts; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.webhook_receipts ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: credit_balances Members can read their organization's balances; Type: POLICY; Schema: public; Owner: -
@@ -6279,10 +7859,38 @@ CREATE POLICY "Signed-in users can read the plans" ON public.credit_plans FOR SE
 
 
 --
+-- Name: email_preferences Users can add their own mail preferences; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Users can add their own mail preferences" ON public.email_preferences FOR INSERT TO authenticated WITH CHECK ((user_id = ( SELECT auth.uid() AS uid)));
+
+
+--
+-- Name: email_preferences Users can change their own mail preferences; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Users can change their own mail preferences" ON public.email_preferences FOR UPDATE TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid))) WITH CHECK ((user_id = ( SELECT auth.uid() AS uid)));
+
+
+--
+-- Name: email_preferences Users can read their own mail preferences; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Users can read their own mail preferences" ON public.email_preferences FOR SELECT TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid)));
+
+
+--
 -- Name: profiles Users can read their own profile and their teammates'; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY "Users can read their own profile and their teammates'" ON public.profiles FOR SELECT TO authenticated USING (((id = ( SELECT auth.uid() AS uid)) OR (id IN ( SELECT private.co_member_user_ids() AS co_member_user_ids))));
+
+
+--
+-- Name: email_preferences Users can remove their own mail preferences; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Users can remove their own mail preferences" ON public.email_preferences FOR DELETE TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid)));
 
 
 --
@@ -6351,6 +7959,12 @@ ALTER TABLE public.credit_pools ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.credit_reservations ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: email_preferences; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.email_preferences ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: organization_invitations; Type: ROW SECURITY; Schema: public; Owner: -
@@ -6480,6 +8094,14 @@ GRANT ALL ON FUNCTION private.check_metadata(p_metadata jsonb) TO service_role;
 
 
 --
+-- Name: FUNCTION claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION claim_events(p_consumer text, p_limit integer, p_lease interval, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -6561,6 +8183,34 @@ GRANT ALL ON FUNCTION private.credit_balances_at(p_organization_id uuid, p_now t
 
 
 --
+-- Name: TABLE jobs; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.jobs TO service_role;
+
+
+--
+-- Name: COLUMN jobs.schedule; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT UPDATE(schedule) ON TABLE private.jobs TO service_role;
+
+
+--
+-- Name: COLUMN jobs.enabled; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT UPDATE(enabled) ON TABLE private.jobs TO service_role;
+
+
+--
+-- Name: FUNCTION cron_command(p_job private.jobs); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.cron_command(p_job private.jobs) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION default_low_threshold(p_plan_key text, p_pool text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -6582,11 +8232,56 @@ REVOKE ALL ON FUNCTION private.draw_from_grants(p_organization_id uuid, p_pool t
 
 
 --
+-- Name: FUNCTION email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION email_from_events(p_limit integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.email_from_events(p_limit integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.email_from_events(p_limit integer, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION enqueue_email(p_template text, p_recipient text, p_props jsonb, p_idempotency_key text, p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.enqueue_email(p_template text, p_recipient text, p_props jsonb, p_idempotency_key text, p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.enqueue_email(p_template text, p_recipient text, p_props jsonb, p_idempotency_key text, p_organization_id uuid) TO service_role;
+
+
+--
+-- Name: TABLE domain_events; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.domain_events TO service_role;
+
+
+--
+-- Name: FUNCTION enqueue_event_email(p_event private.domain_events); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.enqueue_event_email(p_event private.domain_events) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION expire_credits(p_now timestamp with time zone, p_limit integer); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION fail_email(p_id uuid, p_error text, p_permanent boolean, p_retry_after interval, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.fail_email(p_id uuid, p_error text, p_permanent boolean, p_retry_after interval, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.fail_email(p_id uuid, p_error text, p_permanent boolean, p_retry_after interval, p_now timestamp with time zone) TO service_role;
 
 
 --
@@ -6602,6 +8297,14 @@ GRANT ALL ON FUNCTION private.fail_event(p_consumer text, p_event_id bigint, p_e
 --
 
 REVOKE ALL ON FUNCTION private.fan_out_domain_event() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone) TO service_role;
 
 
 --
@@ -6672,6 +8375,13 @@ GRANT ALL ON FUNCTION private.invite_member(p_organization_id uuid, p_email text
 
 
 --
+-- Name: FUNCTION invoke_http_job(p_name text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.invoke_http_job(p_name text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION is_email(p_email text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -6734,6 +8444,21 @@ REVOKE ALL ON FUNCTION private.lock_active_reservation(p_reservation_id uuid, p_
 REVOKE ALL ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_actions text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_actions text[]) TO authenticated;
 GRANT ALL ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_actions text[]) TO service_role;
+
+
+--
+-- Name: FUNCTION mark_email_sent(p_id uuid, p_provider text, p_provider_message_id text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.mark_email_sent(p_id uuid, p_provider text, p_provider_message_id text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.mark_email_sent(p_id uuid, p_provider text, p_provider_message_id text, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION member_emails(p_organization_id uuid, p_roles public.organization_role[]); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.member_emails(p_organization_id uuid, p_roles public.organization_role[]) FROM PUBLIC;
 
 
 --
@@ -6837,11 +8562,27 @@ GRANT ALL ON FUNCTION private.purge_domain_events(p_now timestamp with time zone
 
 
 --
+-- Name: FUNCTION purge_job_runs(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.purge_job_runs(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.purge_job_runs(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION purge_rate_limit_counters(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.purge_rate_limit_counters(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.purge_rate_limit_counters(p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION purge_sent_emails(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.purge_sent_emails(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.purge_sent_emails(p_now timestamp with time zone) TO service_role;
 
 
 --
@@ -6851,6 +8592,22 @@ GRANT ALL ON FUNCTION private.purge_rate_limit_counters(p_now timestamp with tim
 REVOKE ALL ON FUNCTION private.raise(p_code text, p_detail text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.raise(p_code text, p_detail text) TO authenticated;
 GRANT ALL ON FUNCTION private.raise(p_code text, p_detail text) TO service_role;
+
+
+--
+-- Name: FUNCTION receive_webhook(p_source text, p_receipt_id text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.receive_webhook(p_source text, p_receipt_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.receive_webhook(p_source text, p_receipt_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean, p_now timestamp with time zone) TO service_role;
 
 
 --
@@ -6867,6 +8624,13 @@ REVOKE ALL ON FUNCTION private.record_organization_deletion() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.refund_credits(p_transaction_id uuid, p_amounts jsonb, p_reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.refund_credits(p_transaction_id uuid, p_amounts jsonb, p_reason text) TO authenticated;
 GRANT ALL ON FUNCTION private.refund_credits(p_transaction_id uuid, p_amounts jsonb, p_reason text) TO service_role;
+
+
+--
+-- Name: FUNCTION register_job(p_name text, p_schedule text, p_kind private.job_kind, p_command text, p_description text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.register_job(p_name text, p_schedule text, p_kind private.job_kind, p_command text, p_description text) FROM PUBLIC;
 
 
 --
@@ -6907,6 +8671,14 @@ GRANT ALL ON FUNCTION private.remove_member(p_organization_id uuid, p_user_id uu
 
 REVOKE ALL ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION requeue_email(p_id uuid, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.requeue_email(p_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.requeue_email(p_id uuid, p_now timestamp with time zone) TO service_role;
 
 
 --
@@ -6964,6 +8736,14 @@ GRANT ALL ON FUNCTION private.reserve_credits(p_organization_id uuid, p_action_t
 
 
 --
+-- Name: FUNCTION run_job(p_name text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.run_job(p_name text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.run_job(p_name text, p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint); Type: ACL; Schema: private; Owner: -
 --
 
@@ -6988,6 +8768,21 @@ GRANT ALL ON FUNCTION private.setting(p_key text) TO service_role;
 
 
 --
+-- Name: FUNCTION site_url(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.site_url() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION start_job_run(p_name text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.start_job_run(p_name text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.start_job_run(p_name text, p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION start_organization_on_starter(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -7002,6 +8797,13 @@ REVOKE ALL ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_
 
 
 --
+-- Name: FUNCTION sync_job_schedule(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.sync_job_schedule() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION sync_profile_from_auth_user(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -7013,6 +8815,14 @@ REVOKE ALL ON FUNCTION private.sync_profile_from_auth_user() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.track_grant_expiry() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION unsubscribe_email(p_email text, p_category public.email_category); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) TO service_role;
 
 
 --
@@ -7185,10 +8995,24 @@ GRANT SELECT ON TABLE private.deleted_organizations TO service_role;
 
 
 --
--- Name: TABLE domain_events; Type: ACL; Schema: private; Owner: -
+-- Name: TABLE email_messages; Type: ACL; Schema: private; Owner: -
 --
 
-GRANT SELECT ON TABLE private.domain_events TO service_role;
+GRANT SELECT ON TABLE private.email_messages TO service_role;
+
+
+--
+-- Name: TABLE email_suppressions; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE private.email_suppressions TO service_role;
+
+
+--
+-- Name: TABLE email_templates; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.email_templates TO service_role;
 
 
 --
@@ -7220,6 +9044,13 @@ GRANT SELECT ON TABLE private.free_allocations TO service_role;
 
 
 --
+-- Name: TABLE job_runs; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.job_runs TO service_role;
+
+
+--
 -- Name: TABLE outbox_consumers; Type: ACL; Schema: private; Owner: -
 --
 
@@ -7238,6 +9069,13 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE private.platform_admins TO service_ro
 --
 
 GRANT SELECT,UPDATE ON TABLE private.settings TO service_role;
+
+
+--
+-- Name: TABLE webhook_receipts; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.webhook_receipts TO service_role;
 
 
 --
@@ -7364,6 +9202,21 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.credit_pools TO service_role;
 
 GRANT SELECT ON TABLE public.credit_reservations TO authenticated;
 GRANT SELECT ON TABLE public.credit_reservations TO service_role;
+
+
+--
+-- Name: TABLE email_preferences; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE ON TABLE public.email_preferences TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.email_preferences TO service_role;
+
+
+--
+-- Name: COLUMN email_preferences.subscribed; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT UPDATE(subscribed) ON TABLE public.email_preferences TO authenticated;
 
 
 --

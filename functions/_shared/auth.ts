@@ -75,3 +75,12 @@ export async function requireUser(req: Request): Promise<UserClaims> {
   }
   return claims as UserClaims;
 }
+
+/** The service role's claims (another backend, a scheduled job); anyone else is refused with 403. */
+export async function requireServiceRole(req: Request): Promise<Claims> {
+  const claims = await authenticate(req);
+  if (claims.role !== 'service_role') {
+    throw new HttpError(403, 'not_authorized', 'Only the service role can call this function');
+  }
+  return claims;
+}

@@ -35,3 +35,41 @@ export function env(): Env {
   cached = { ...(values as Env), jwtSecret: Deno.env.get('JWT_SECRET') || undefined };
   return cached;
 }
+
+/**
+ * What the email functions read besides the Supabase variables. Secrets come only from here and
+ * never reach a log. Without RESEND_API_KEY mail goes to the local mailbox (LOCAL_MAIL_DIR, which
+ * only the local stack sets); on hosted Supabase set RESEND_API_KEY and EMAIL_FROM.
+ */
+export interface EmailEnv {
+  from: string;
+  resendApiKey?: string;
+  /** The Resend API's base URL (tests point it at a local fake). */
+  resendBaseUrl?: string;
+  localMailDir?: string;
+  /** Signs the one-click unsubscribe links. */
+  unsubscribeSecret?: string;
+  /** Verifies Resend's (Svix-signed) delivery webhooks: whsec_... */
+  resendWebhookSecret?: string;
+  /** Verifies Supabase Auth's Send Email Hook (Standard Webhooks): v1,whsec_... */
+  sendEmailHookSecret?: string;
+}
+
+export function emailEnv(): EmailEnv {
+  const get = (name: string) => Deno.env.get(name) || undefined;
+  return {
+    from: get('EMAIL_FROM') ?? 'SaaS Backend <no-reply@example.com>',
+    resendApiKey: get('RESEND_API_KEY'),
+    resendBaseUrl: get('RESEND_BASE_URL'),
+    localMailDir: get('LOCAL_MAIL_DIR'),
+    unsubscribeSecret: get('EMAIL_UNSUBSCRIBE_SECRET'),
+    resendWebhookSecret: get('RESEND_WEBHOOK_SECRET'),
+    sendEmailHookSecret: get('SEND_EMAIL_HOOK_SECRET'),
+  };
+}
+
+/** The value of an optional secret a function cannot work without: a 500 naming only the variable. */
+export function requireSecret(value: string | undefined, name: string): string {
+  if (!value) throw new Error(`Missing required environment variable: ${name}`);
+  return value;
+}

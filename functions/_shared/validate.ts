@@ -15,11 +15,15 @@ export function parse<S extends z.ZodType>(schema: S, value: unknown): z.infer<S
   return result.data;
 }
 
-/** Parses the JSON body with schema; a body that is not JSON is 400 invalid_request too. */
-export async function parseJson<S extends z.ZodType>(req: Request, schema: S): Promise<z.infer<S>> {
+/**
+ * Parses the JSON body with schema; a body that is not JSON is 400 invalid_request too. With
+ * `emptyAs`, an empty body counts as that value (for functions whose every field is optional).
+ */
+export async function parseJson<S extends z.ZodType>(req: Request, schema: S, { emptyAs }: { emptyAs?: unknown } = {}): Promise<z.infer<S>> {
   let body: unknown;
   try {
-    body = await req.json();
+    const text = await req.text();
+    body = text === '' && emptyAs !== undefined ? emptyAs : JSON.parse(text);
   } catch {
     throw new HttpError(400, 'invalid_request', 'The request body must be valid JSON');
   }

@@ -16,6 +16,7 @@ export const PORTS = {
   hostedDb: 54332,
   hostedRest: 54333,
   hostedRestAdmin: 54334,
+  mailbox: 54324, // the local mailbox page (Inbucket/Mailpit's place in the Supabase CLI)
 };
 
 export const API_URL = `http://127.0.0.1:${PORTS.gateway}`;
@@ -23,6 +24,12 @@ export const DB_URL = `postgresql://postgres:postgres@127.0.0.1:${PORTS.db}/post
 
 // The Supabase CLI's local defaults (the same on every developer machine; never used in production).
 export const JWT_SECRET = 'super-secret-jwt-token-with-at-least-32-characters-long';
+// The secrets the email functions verify and sign with: fixed local defaults, overridable from
+// the environment (a real Resend webhook secret, the hook secret of a hosted project's Auth).
+export const SEND_EMAIL_HOOK_SECRET = process.env.SEND_EMAIL_HOOK_SECRET ?? 'v1,whsec_bG9jYWwtc2VuZC1lbWFpbC1ob29rLXNlY3JldC0zMmIh';
+export const RESEND_WEBHOOK_SECRET = process.env.RESEND_WEBHOOK_SECRET ?? 'whsec_bG9jYWwtcmVzZW5kLXdlYmhvb2stc2VjcmV0LTMyYiEh';
+export const EMAIL_UNSUBSCRIBE_SECRET = process.env.EMAIL_UNSUBSCRIBE_SECRET ?? 'local-email-unsubscribe-secret-with-32-characters';
+
 export const ANON_KEY =
   'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0';
 export const SERVICE_ROLE_KEY =
@@ -49,4 +56,27 @@ export async function signUserToken({ id, email, appMetadata = {}, userMetadata 
     .setIssuedAt()
     .setExpirationTime(expiresIn)
     .sign(new TextEncoder().encode(JWT_SECRET));
+}
+
+/**
+ * The environment of the gateway and the edge functions it runs: what a hosted project gives
+ * every function (SUPABASE_URL, the keys, SUPABASE_DB_URL), the secrets set on deploy, and the
+ * local stack's own (the mail and storage folders). `port` and `url` place a second gateway
+ * (tests) elsewhere; its functions then call themselves there.
+ */
+export function functionsEnv({ port = PORTS.gateway, url = API_URL } = {}) {
+  return {
+    PORT: String(port),
+    POSTGREST_URL: `http://127.0.0.1:${PORTS.postgrest}`,
+    SUPABASE_URL: url,
+    SUPABASE_ANON_KEY: ANON_KEY,
+    SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
+    SUPABASE_DB_URL: DB_URL,
+    JWT_SECRET,
+    SEND_EMAIL_HOOK_SECRET,
+    RESEND_WEBHOOK_SECRET,
+    EMAIL_UNSUBSCRIBE_SECRET,
+    LOCAL_STORAGE_DIR: path.join(LOCAL_DIR, 'storage'),
+    LOCAL_MAIL_DIR: path.join(LOCAL_DIR, 'mail'),
+  };
 }

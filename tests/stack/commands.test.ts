@@ -26,6 +26,10 @@ describe('npm run stack:status', () => {
     expect(r.stdout).toMatch(/Postgres\s+running/);
     expect(r.stdout).toMatch(/PostgREST\s+running/);
     expect(r.stdout).toMatch(/Gateway\s+running/);
+    expect(r.stdout).toMatch(/Mailbox\s+running/);
+    for (const secret of ['SEND_EMAIL_HOOK_SECRET', 'RESEND_WEBHOOK_SECRET', 'EMAIL_UNSUBSCRIBE_SECRET']) {
+      expect(r.stdout).toMatch(new RegExp(`^\\s*${secret}\\s+\\S+`, 'm'));
+    }
     expect(r.stdout).toContain(ANON_KEY);
   });
 });

@@ -224,6 +224,20 @@ isOneToOne: false
       referencedColumns: ["id"]
     }
                   ]
+                },"email_preferences": {
+                  Row: {
+                    "category": Database["public"]['Enums']["email_category"],"subscribed": boolean,"updated_at": string,"user_id": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "category": Database["public"]['Enums']["email_category"],"subscribed": boolean,"updated_at"?: string,"user_id": string
+                  }
+                  Update: {
+                    "category"?: Database["public"]['Enums']["email_category"],"subscribed"?: boolean,"updated_at"?: string,"user_id"?: string
+                  }
+                  Relationships: [
+                    
+                  ]
                 },"organization_invitations": {
                   Row: {
                     "accepted_at": string | null,"accepted_by": string | null,"created_at": string,"email": string,"expires_at": string,"id": string,"invited_by": string | null,"organization_id": string,"role": Database["public"]['Enums']["organization_role"],"token_hash": string,"updated_at": string
@@ -443,7 +457,7 @@ isOneToOne: false
                            }
           }
           Enums: {
-            "credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","organization_role": "owner"|"admin"|"member"|"billing"
+            "credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","organization_role": "owner"|"admin"|"member"|"billing"
           }
           CompositeTypes: {
             [_ in never]: never
@@ -559,7 +573,7 @@ export type CompositeTypes<
 export const Constants = {
   "public": {
           Enums: {
-            "credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"organization_role": ["owner", "admin", "member", "billing"]
+            "credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"organization_role": ["owner", "admin", "member", "billing"]
           }
         }
 } as const

@@ -200,13 +200,13 @@ select results_eq(format($$ select pool_key, ok from private.verify_credit_ledge
 -- The jobs
 -- ---------------------------------------------------------------------------------------------
 select results_eq($$
-  select jobname::text collate "default", schedule, command from cron.job
-  where jobname in ('credits-expire', 'credits-renew-periods', 'credits-purge-idempotency-keys') order by jobname
+  select j.name, j.schedule, j.command, c.command from private.jobs j join cron.job c on c.jobname = j.name
+  where j.name in ('credits-expire', 'credits-renew-periods', 'credits-purge-idempotency-keys') order by j.name
 $$, $$ values
-  ('credits-expire', '* * * * *', 'select private.expire_credits()'),
-  ('credits-purge-idempotency-keys', '17 * * * *', 'select private.purge_credit_idempotency_keys()'),
-  ('credits-renew-periods', '*/5 * * * *', 'select private.renew_credit_periods()')
-$$, 'pg_cron expires credits every minute, renews periods every 5 minutes and purges idempotency keys hourly');
+  ('credits-expire', '* * * * *', 'private.expire_credits()', 'select private.run_job(''credits-expire'')'),
+  ('credits-purge-idempotency-keys', '17 * * * *', 'private.purge_credit_idempotency_keys()', 'select private.run_job(''credits-purge-idempotency-keys'')'),
+  ('credits-renew-periods', '*/5 * * * *', 'private.renew_credit_periods()', 'select private.run_job(''credits-renew-periods'')')
+$$, 'the job registry expires credits every minute, renews periods every 5 minutes and purges idempotency keys hourly, through pg_cron');
 
 select * from finish();
 rollback;

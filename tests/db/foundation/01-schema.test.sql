@@ -143,14 +143,15 @@ select set_eq($$
   join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
   where n.nspname = 'public' and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
     and has_column_privilege('authenticated', c.oid, a.attnum, 'update')
-$$, array['profiles.full_name', 'profiles.avatar_url', 'organizations.name', 'organizations.slug'],
-  'the only columns authenticated may update are profiles.full_name/avatar_url and organizations.name/slug');
+$$, array['profiles.full_name', 'profiles.avatar_url', 'organizations.name', 'organizations.slug', 'email_preferences.subscribed'],
+  'the only columns authenticated may update are profiles.full_name/avatar_url, organizations.name/slug and their mail preferences');
 
 select is_empty($$
   select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
   where n.nspname = 'public' and c.relkind in ('r', 'p')
     and has_any_column_privilege('authenticated', c.oid, 'insert')
-$$, 'authenticated cannot insert into any table in public');
+    and c.relname <> 'email_preferences'
+$$, 'authenticated cannot insert into any table in public but their own mail preferences (RLS: their rows only)');
 
 -- The service role (backends, operators) reads everything; it writes directly only where a
 -- trigger keeps the rules (tenancy) or the catalogue; credit state changes only through RPCs.
