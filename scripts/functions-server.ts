@@ -3,13 +3,18 @@
 //   /rest/v1/*             -> PostgREST (prefix stripped), after an API-key check like Kong's key-auth
 //   /functions/v1/<name>/* -> the `handler` exported by that function's entrypoint, JWT verified
 //                             first unless `verify_jwt = false` in supabase/config.toml
+//   /auth/v1/*             -> the local Supabase Auth (scripts/auth), after the same API-key check,
+//                             except on the paths Kong leaves open (/verify, /callback, /authorize)
+//   /storage/v1/*          -> the Storage API storage-js calls (scripts/storage/server.ts), bytes
+//                             under LOCAL_STORAGE_DIR, rows of storage.objects as the caller
 // Request bodies on both are limited like Kong's request-size-limiting: 413 when content-length
 // says too much, before reading; a chunked body is counted as it streams and refused with 413 once
 // it passes the limit, so PostgREST or the function never receive more than the limit.
 // Run: deno run --allow-all --config deno.json scripts/functions-server.ts
 // Env: PORT (54321), POSTGREST_URL (http://127.0.0.1:54330), JWT_SECRET, SUPABASE_ANON_KEY,
 // SUPABASE_SERVICE_ROLE_KEY, GATEWAY_MAX_BODY_BYTES (2097152, 2 MiB: the largest request body
-// accepted), and what the functions read (SUPABASE_URL, SUPABASE_DB_URL).
+// accepted by /rest/v1), GATEWAY_MAX_FUNCTION_BODY_BYTES (52428800, 50 MiB: by a function, the
+// largest file files-upload takes), and what the functions read (SUPABASE_URL, SUPABASE_DB_URL).
 // Functions run in this process, imported once on first call: restart the gateway after editing one.
 // With LOCAL_JOB_SCHEDULER=on (the stack's own gateway, not the ones tests start) it also plays
 // pg_cron + pg_net for the HTTP jobs of the registry (private.jobs), calling each function on its
@@ -19,6 +24,8 @@ import { jwtVerify } from 'jose';
 import postgres from 'postgres';
 import { corsHeaders } from '../functions/_shared/cors.ts';
 import { cronMatches } from './lib/cron-schedule.ts';
+import { handleAuth } from './auth/server.ts';
+import { handleStorage } from './storage/server.ts';
 
 type Handler = (req: Request) => Promise<Response>;
 
@@ -53,6 +60,10 @@ const SERVICE_ROLE_KEY = requireEnv('SUPABASE_SERVICE_ROLE_KEY');
 const API_KEYS = new Set([requireEnv('SUPABASE_ANON_KEY'), SERVICE_ROLE_KEY]);
 // 2 MiB by default: room for consume_credits_batch's largest call (100 items, 8 KB metadata each).
 const MAX_BODY_BYTES = positiveIntegerEnv('GATEWAY_MAX_BODY_BYTES', 2 * 1024 * 1024);
+// Functions take files (files-upload streams them to Storage): up to the private bucket's limit.
+const MAX_FUNCTION_BODY_BYTES = positiveIntegerEnv('GATEWAY_MAX_FUNCTION_BODY_BYTES', 50 * 1024 * 1024);
+// How far the gateway reads a body ahead of the upstream consuming it.
+const READ_AHEAD_BYTES = 1024 * 1024;
 
 const SUPABASE_DIR = new URL('../supabase/', import.meta.url);
 
@@ -104,7 +115,7 @@ function jsonResponse(body: unknown, status: number): Response {
   });
 }
 
-/** The error a limited request body fails with once more than MAX_BODY_BYTES have arrived. */
+/** The error a limited request body fails with once more than its limit has arrived. */
 class BodyTooLargeError extends Error {}
 
 interface LimitedBody {
@@ -114,21 +125,20 @@ interface LimitedBody {
   received: Promise<void>;
 }
 
-function limitBody(body: ReadableStream<Uint8Array>): LimitedBody {
+function limitBody(body: ReadableStream<Uint8Array>, limit: number): LimitedBody {
   let bytes = 0;
   const counter = new TransformStream<Uint8Array, Uint8Array>(
     {
       transform(chunk, controller) {
         bytes += chunk.byteLength;
         // The chunk that passes the limit is not handed on: the upstream never gets more than the limit.
-        if (bytes > MAX_BODY_BYTES) throw new BodyTooLargeError();
+        if (bytes > limit) throw new BodyTooLargeError();
         controller.enqueue(chunk);
       },
     },
     undefined,
-    // Reads ahead of the upstream up to the limit, so a body over it is caught even when the
-    // upstream answers without reading it; the gateway never holds more than the limit.
-    new ByteLengthQueuingStrategy({ highWaterMark: MAX_BODY_BYTES + 1 }),
+    // Reads ahead of a slow upstream by at most this much: a 50 MiB upload is never held whole.
+    new ByteLengthQueuingStrategy({ highWaterMark: Math.min(limit, READ_AHEAD_BYTES) }),
   );
   const received = body.pipeTo(counter.writable).catch((err) => {
     // The body's other ends (the client went away, the upstream cancelled it) are the upstream's to report.
@@ -142,24 +152,42 @@ function bodyTooLarge(): Response {
 }
 
 /**
- * Answers with `forward`, which gets the request body limited to MAX_BODY_BYTES, or with 413 if
- * the body is larger. An answer that comes before the whole body has arrived waits for it, as
- * Kong reads a body without a length in full before proxying the request.
+ * Answers with `forward`, which gets the request body limited to `limit` bytes, or with 413 as
+ * soon as the body passes the limit. An upstream that answers without touching the body gets it
+ * read to the end all the same (discarded), as Kong reads a body in full, so an oversized one is
+ * still a 413; one that took the body and stopped reading has its answer passed on.
  */
 async function withBodyLimit(
   req: Request,
   forward: (body: ReadableStream<Uint8Array> | null) => Promise<Response>,
+  limit = MAX_BODY_BYTES,
 ): Promise<Response> {
-  if (Number(req.headers.get('content-length')) > MAX_BODY_BYTES) return bodyTooLarge();
+  if (Number(req.headers.get('content-length')) > limit) return bodyTooLarge();
   if (!req.body) return forward(null);
-  const { stream, received } = limitBody(req.body);
-  try {
-    const [res] = await Promise.all([forward(stream), received]);
-    return res;
-  } catch (err) {
-    if (err instanceof BodyTooLargeError) return bodyTooLarge();
+  const { stream, received } = limitBody(req.body, limit);
+  let settled = false;
+  const overLimit = received.then(() => false, (err) => {
+    if (err instanceof BodyTooLargeError) return true;
     throw err;
+  }).finally(() => {
+    settled = true;
+  });
+  const answer = forward(stream);
+  const first = await Promise.race([answer.then((res) => ({ res })), overLimit.then((over) => ({ over }))]);
+  if ('over' in first) {
+    if (!first.over) return answer;
+    answer.then((res) => res.body?.cancel(), () => {});
+    return bodyTooLarge();
   }
+  const { res } = first;
+  const untouched = !stream.locked;
+  if (untouched) void stream.pipeTo(new WritableStream()).catch(() => {});
+  // Unread (now draining): wait for the whole body. Taken by the upstream: only a limit it has
+  // already run into counts (it may have stopped reading for good).
+  const over = untouched || settled ? await overLimit : false;
+  if (!over) return res;
+  await res.body?.cancel();
+  return bodyTooLarge();
 }
 
 // Connection-level headers a proxy must not forward (RFC 9110 §7.6.1), plus host.
@@ -247,7 +275,7 @@ async function invokeFunction(req: Request, url: URL, name: string, rest: string
       log({ level: 'error', msg: 'function threw', fn: name, error: (err as Error).message });
       return jsonResponse({ error: { code: 'internal_error', message: 'Internal error' } }, 500);
     }
-  });
+  }, MAX_FUNCTION_BODY_BYTES);
 }
 
 /** A function's name from its path segment, or null when the segment's percent-escapes are malformed. */
@@ -259,9 +287,16 @@ function decodeFunctionName(segment: string): string | null {
   }
 }
 
-function route(req: Request): Promise<Response> {
+function route(req: Request, clientAddress: string): Promise<Response> {
   const url = new URL(req.url);
   if (url.pathname === '/rest/v1' || url.pathname.startsWith('/rest/v1/')) return proxyRest(req, url);
+  if (url.pathname === '/auth/v1' || url.pathname.startsWith('/auth/v1/')) {
+    // /auth/v1: the local Supabase Auth (scripts/auth/server.ts), bodies limited as on /rest/v1.
+    return withBodyLimit(req, (body) => handleAuth(new Request(url, { method: req.method, headers: req.headers, body }), url, clientAddress));
+  }
+  // /storage/v1: the Storage API subset storage-js calls, served here (scripts/storage/); no
+  // GATEWAY_MAX_BODY_BYTES there: uploads stream to disk under the bucket's own size limit.
+  if (url.pathname === '/storage/v1' || url.pathname.startsWith('/storage/v1/')) return handleStorage(req, url);
   const fn = /^\/functions\/v1\/([^/]+)(\/.*)?$/.exec(url.pathname);
   if (fn) {
     const name = decodeFunctionName(fn[1]);
@@ -278,11 +313,11 @@ const server = Deno.serve({
   hostname: '127.0.0.1',
   onListen: ({ hostname, port }) =>
     log({ level: 'info', msg: 'functions-server listening', url: `http://${hostname}:${port}`, functions: [...FUNCTIONS.keys()] }),
-}, async (req) => {
+}, async (req, info) => {
   const started = performance.now();
   let res: Response;
   try {
-    res = await route(req);
+    res = await route(req, info.remoteAddr.transport === 'tcp' ? info.remoteAddr.hostname : 'unknown');
   } catch (err) {
     log({ level: 'error', msg: 'gateway error', error: (err as Error).message });
     res = jsonResponse({ message: 'An unexpected error occurred' }, 500);

@@ -11,7 +11,7 @@ import { ROOT } from './lib/config.mjs';
 import { connect } from './lib/db.mjs';
 import { replaceMarked, writeGenerated } from './lib/generated.mjs';
 
-const CLASS_ORDER = ['invalid_input', 'not_authenticated', 'not_authorized', 'not_found', 'conflict', 'rule', 'rate_limited'];
+const CLASS_ORDER = ['invalid_input', 'not_authenticated', 'not_authorized', 'not_found', 'conflict', 'rule', 'rate_limited', 'unavailable'];
 
 async function readCatalogue() {
   const sql = connect();

@@ -205,6 +205,24 @@ COMMENT ON TYPE public.email_category IS 'What a mail is about; a user may turn 
 
 
 --
+-- Name: file_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.file_status AS ENUM (
+    'uploading',
+    'ready',
+    'moving'
+);
+
+
+--
+-- Name: TYPE file_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.file_status IS 'uploading (its bytes are on their way), ready, moving (between the stores).';
+
+
+--
 -- Name: organization_role; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -221,6 +239,25 @@ CREATE TYPE public.organization_role AS ENUM (
 --
 
 COMMENT ON TYPE public.organization_role IS 'owner: everything, including billing and owners; admin: members and settings; member: the organization''s data; billing: invoices and payment methods.';
+
+
+--
+-- Name: abandon_file_upload(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.abandon_file_upload(p_file_id uuid) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  delete from public.files where id = p_file_id and status = 'uploading'
+$$;
+
+
+--
+-- Name: FUNCTION abandon_file_upload(p_file_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.abandon_file_upload(p_file_id uuid) IS 'Forgets an upload that was refused or failed (service role, files-upload).';
 
 
 --
@@ -421,6 +458,264 @@ $$;
 COMMENT ON FUNCTION private.authorize(p_organization_id uuid, p_roles public.organization_role[]) IS 'Raises unless the caller is the service role or a member of the organization (with one of p_roles); returns the role.';
 
 
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: files; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.files (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid NOT NULL,
+    context text NOT NULL,
+    store text NOT NULL,
+    object_name text NOT NULL,
+    file_name text NOT NULL,
+    content_type text NOT NULL,
+    size_bytes bigint,
+    status public.file_status DEFAULT 'uploading'::public.file_status NOT NULL,
+    owner_table text,
+    owner_id uuid,
+    uploaded_by uuid,
+    move_to_store text,
+    move_to_object_name text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT files_check CHECK (((status = 'moving'::public.file_status) = ((move_to_store IS NOT NULL) AND (move_to_object_name IS NOT NULL)))),
+    CONSTRAINT files_content_type_check CHECK ((char_length(content_type) <= 255)),
+    CONSTRAINT files_file_name_check CHECK (((char_length(file_name) >= 1) AND (char_length(file_name) <= 255))),
+    CONSTRAINT files_move_to_store_check CHECK ((move_to_store = ANY (ARRAY['private'::text, 'public'::text]))),
+    CONSTRAINT files_object_name_check CHECK ((char_length(object_name) <= 1024)),
+    CONSTRAINT files_owner_table_check CHECK ((owner_table ~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$'::text)),
+    CONSTRAINT files_size_bytes_check CHECK ((size_bytes >= 0)),
+    CONSTRAINT files_store_check CHECK ((store = ANY (ARRAY['private'::text, 'public'::text])))
+);
+
+
+--
+-- Name: TABLE files; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.files IS 'Every file: its context, its store and object, its uploader and what it belongs to. Changed through the files functions.';
+
+
+--
+-- Name: COLUMN files.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.id IS 'The file.';
+
+
+--
+-- Name: COLUMN files.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.organization_id IS 'The organization it belongs to (the first folder of its object).';
+
+
+--
+-- Name: COLUMN files.context; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.context IS 'What it is (public.file_contexts).';
+
+
+--
+-- Name: COLUMN files.store; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.store IS 'The bucket: private or public.';
+
+
+--
+-- Name: COLUMN files.object_name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.object_name IS 'The object''s name in the bucket: <organization>/<context>/<file id>/<file name, with only safe characters>.';
+
+
+--
+-- Name: COLUMN files.file_name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.file_name IS 'The name it was uploaded with.';
+
+
+--
+-- Name: COLUMN files.content_type; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.content_type IS 'Its content type, checked against its first bytes on upload.';
+
+
+--
+-- Name: COLUMN files.size_bytes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.size_bytes IS 'Its size.';
+
+
+--
+-- Name: COLUMN files.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.status IS 'uploading, ready or moving.';
+
+
+--
+-- Name: COLUMN files.owner_table; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.owner_table IS 'The table of the row it belongs to (a knowledge-base article, a customer, an invoice), if any.';
+
+
+--
+-- Name: COLUMN files.owner_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.owner_id IS 'That row''s id.';
+
+
+--
+-- Name: COLUMN files.uploaded_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.uploaded_by IS 'Who uploaded it.';
+
+
+--
+-- Name: COLUMN files.move_to_store; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.move_to_store IS 'While moving: the store it goes to.';
+
+
+--
+-- Name: COLUMN files.move_to_object_name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.move_to_object_name IS 'While moving: its object name there.';
+
+
+--
+-- Name: COLUMN files.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.created_at IS 'When it was uploaded.';
+
+
+--
+-- Name: COLUMN files.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.files.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: begin_file_move(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.begin_file_move(p_file_id uuid, p_store text) RETURNS public.files
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_file public.files := private.manageable_file(p_file_id);
+  v_context public.file_contexts;
+begin
+  if p_store is null or p_store not in ('private', 'public') then
+    perform private.raise('invalid_input', 'The store is private or public.');
+  end if;
+  select * into v_context from public.file_contexts where key = v_file.context;
+  if p_store = 'public' and not v_context.publishable then
+    perform private.raise('not_publishable', format('%s files are never public.', v_file.context));
+  end if;
+  if v_file.status = 'moving' then
+    if v_file.move_to_store = p_store then
+      return v_file;
+    end if;
+    perform private.raise('file_not_ready', 'The file is moving to the other store already.');
+  end if;
+  if v_file.status <> 'ready' then
+    perform private.raise('file_not_ready', 'The file is still being uploaded.');
+  end if;
+  if v_file.store = p_store then
+    return v_file;
+  end if;
+  update public.files set status = 'moving', move_to_store = p_store, move_to_object_name = object_name
+  where id = p_file_id
+  returning * into v_file;
+  return v_file;
+end
+$$;
+
+
+--
+-- Name: FUNCTION begin_file_move(p_file_id uuid, p_store text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.begin_file_move(p_file_id uuid, p_store text) IS 'Marks a file moving to the other store (or returns the move under way), for files-move.';
+
+
+--
+-- Name: begin_file_upload(uuid, text, text, text, bigint, boolean, text, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean DEFAULT false, p_owner_table text DEFAULT NULL::text, p_owner_id uuid DEFAULT NULL::uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_role public.organization_role := private.require_member(p_organization_id);
+  v_context public.file_contexts;
+  v_store text;
+  v_name text := btrim(p_file_name);
+  v_id uuid := gen_random_uuid();
+  v_object text;
+begin
+  select * into v_context from public.file_contexts where key = p_context;
+  if not found then
+    perform private.raise('invalid_context', format('No file context %L.', p_context));
+  end if;
+  if v_name is null or char_length(v_name) not between 1 and 255 or v_name ~ '[/\\\x00-\x1f]' or v_name in ('.', '..') then
+    perform private.raise('invalid_file_name', 'A file name is 1 to 255 characters, without slashes or control characters.');
+  end if;
+  if p_content_type is null or not (lower(p_content_type) = any (v_context.allowed_mime_types)) then
+    perform private.raise('file_type_not_allowed', format('%s files are %s only.', p_context, array_to_string(v_context.allowed_mime_types, ', ')));
+  end if;
+  if p_size_bytes is not null and (p_size_bytes < 0 or p_size_bytes > v_context.max_bytes) then
+    perform private.raise('file_too_large', format('%s files are at most %s bytes.', p_context, v_context.max_bytes));
+  end if;
+  if p_published and not v_context.publishable then
+    perform private.raise('not_publishable', format('%s files are never public.', p_context));
+  end if;
+  v_store := private.file_store_for(p_context, p_published);
+  -- Publishing is for owners and admins, as the public bucket's policies say.
+  if v_store = 'public' and v_role not in ('owner', 'admin') then
+    perform private.raise('not_authorized', 'Only owners and admins publish files.');
+  end if;
+  -- The object's name keeps only characters every Storage key accepts (the record keeps the
+  -- name as given, for downloads): 'Résumé 2026.pdf' is stored as 'R_sum_2026.pdf'.
+  v_object := format('%s/%s/%s/%s', p_organization_id, p_context, v_id,
+    left(regexp_replace(v_name, '[^A-Za-z0-9._-]+', '_', 'g'), 100));
+  insert into public.files (id, organization_id, context, store, object_name, file_name, content_type, size_bytes,
+                            owner_table, owner_id, uploaded_by)
+  values (v_id, p_organization_id, p_context, v_store, v_object, v_name, lower(p_content_type), p_size_bytes,
+          p_owner_table, p_owner_id, auth.uid());
+  return jsonb_build_object('file_id', v_id, 'store', v_store, 'object_name', v_object);
+end
+$$;
+
+
+--
+-- Name: FUNCTION begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid) IS 'Records an upload for a member: routes it to its store, checks name, type and size for its context; returns where its bytes go.';
+
+
 --
 -- Name: caller_role(); Type: FUNCTION; Schema: private; Owner: -
 --
@@ -520,6 +815,51 @@ $$;
 --
 
 COMMENT ON FUNCTION private.check_metadata(p_metadata jsonb) IS 'Validates caller metadata: a JSON object of at most 8 KB; raises invalid_metadata.';
+
+
+--
+-- Name: check_session(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_session() RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+  v_user_id uuid;
+  v_session_id uuid;
+begin
+  if v_claims is null or v_claims ->> 'role' is distinct from 'authenticated' then
+    return;
+  end if;
+  begin
+    v_user_id := (v_claims ->> 'sub')::uuid;
+    v_session_id := (v_claims ->> 'session_id')::uuid;
+  exception when invalid_text_representation then
+    perform private.raise('session_ended', 'The token names no valid user or session.');
+  end;
+  if v_user_id is null or not exists (
+    select 1 from auth.users u
+    where u.id = v_user_id and u.deleted_at is null and (u.banned_until is null or u.banned_until <= now())
+  ) then
+    perform private.raise('session_ended', 'The user of this token no longer exists or is banned.');
+  end if;
+  if v_session_id is not null and not exists (
+    select 1 from auth.sessions s
+    where s.id = v_session_id and s.user_id = v_user_id and (s.not_after is null or s.not_after > now())
+  ) then
+    perform private.raise('session_ended', 'This session was signed out.');
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION check_session(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.check_session() IS 'Raises session_ended unless the signed-in caller''s user exists (not banned) and their token''s session is live.';
 
 
 --
@@ -1177,10 +1517,6 @@ $$;
 COMMENT ON FUNCTION private.credit_balances_at(p_organization_id uuid, p_now timestamp with time zone) IS 'Exact balances of an organization at a time (get_credit_balances at now()).';
 
 
-SET default_tablespace = '';
-
-SET default_table_access_method = heap;
-
 --
 -- Name: jobs; Type: TABLE; Schema: private; Owner: -
 --
@@ -1763,6 +2099,102 @@ COMMENT ON FUNCTION private.fan_out_domain_event() IS 'Trigger: creates the deli
 
 
 --
+-- Name: file_store_for(text, boolean); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.file_store_for(p_context text, p_published boolean DEFAULT false) RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select case when c.publishable and coalesce(p_published, false) then 'public' else 'private' end
+  from public.file_contexts c where c.key = p_context
+$$;
+
+
+--
+-- Name: FUNCTION file_store_for(p_context text, p_published boolean); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.file_store_for(p_context text, p_published boolean) IS 'The store (bucket) a file of a context goes to: private unless publishable and published.';
+
+
+--
+-- Name: file_usage(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.file_usage(p_organization_id uuid) RETURNS TABLE(store text, objects bigint, bytes bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select s.store, count(o.id), coalesce(sum((o.metadata ->> 'size')::bigint), 0)::bigint
+  from (values ('private'), ('public')) as s (store)
+  left join storage.objects o on o.bucket_id = s.store and o.name like p_organization_id::text || '/%'
+  group by s.store
+  order by s.store
+$$;
+
+
+--
+-- Name: FUNCTION file_usage(p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.file_usage(p_organization_id uuid) IS 'The body of get_file_usage.';
+
+
+--
+-- Name: files_missing_objects(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.files_missing_objects() RETURNS TABLE(file_id uuid, organization_id uuid, store text, object_name text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select f.id, f.organization_id, f.store, f.object_name from public.files f
+  where f.status = 'ready'
+    and not exists (select 1 from storage.objects o where o.bucket_id = f.store and o.name = f.object_name)
+  order by f.created_at
+$$;
+
+
+--
+-- Name: FUNCTION files_missing_objects(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.files_missing_objects() IS 'Files whose object is gone: reported by the cleanup job, never deleted by it.';
+
+
+--
+-- Name: finish_file_upload(uuid, bigint); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.finish_file_upload(p_file_id uuid, p_size_bytes bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_file public.files;
+begin
+  update public.files set status = 'ready', size_bytes = p_size_bytes
+  where id = p_file_id and status = 'uploading'
+  returning * into v_file;
+  if v_file.id is null then
+    perform private.raise('file_not_found', 'No upload in progress has this id.');
+  end if;
+  perform private.append_domain_event(v_file.organization_id, 'file.uploaded',
+    jsonb_build_object('file_id', v_file.id, 'context', v_file.context, 'store', v_file.store, 'size_bytes', p_size_bytes,
+                       'uploaded_by', v_file.uploaded_by));
+end
+$$;
+
+
+--
+-- Name: FUNCTION finish_file_upload(p_file_id uuid, p_size_bytes bigint); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.finish_file_upload(p_file_id uuid, p_size_bytes bigint) IS 'Marks an upload done (service role, files-upload).';
+
+
+--
 -- Name: finish_job_run(bigint, bigint, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1788,6 +2220,33 @@ $$;
 --
 
 COMMENT ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone) IS 'Ends an HTTP job''s run: succeeded, or failed with p_error; frees its lease.';
+
+
+--
+-- Name: forget_file(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.forget_file(p_file_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_file public.files;
+begin
+  delete from public.files where id = p_file_id returning * into v_file;
+  if v_file.id is not null then
+    perform private.append_domain_event(v_file.organization_id, 'file.deleted',
+      jsonb_build_object('file_id', v_file.id, 'store', v_file.store, 'object_name', v_file.object_name, 'deleted_by', auth.uid()));
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION forget_file(p_file_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.forget_file(p_file_id uuid) IS 'Deletes a file''s record (service role, after its object is gone) and records who did it.';
 
 
 --
@@ -2363,6 +2822,40 @@ COMMENT ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_acti
 
 
 --
+-- Name: manageable_file(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.manageable_file(p_file_id uuid) RETURNS public.files
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_file public.files;
+begin
+  select * into v_file from public.files where id = p_file_id;
+  if v_file.id is null then
+    perform private.raise('file_not_found', 'No file has this id.');
+  end if;
+  if not (private.caller_role() = 'service_role' or private.is_platform_admin()) then
+    if not exists (select 1 from public.organization_members
+                   where organization_id = v_file.organization_id and user_id = auth.uid()) then
+      perform private.raise('file_not_found', 'No file has this id.');
+    end if;
+    perform private.require_member(v_file.organization_id, '{owner,admin}', 'Only owners and admins manage files.');
+  end if;
+  return v_file;
+end
+$$;
+
+
+--
+-- Name: FUNCTION manageable_file(p_file_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.manageable_file(p_file_id uuid) IS 'The file, if the caller may manage it (owners, admins, platform admins, service role).';
+
+
+--
 -- Name: mark_email_sent(uuid, text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2561,6 +3054,40 @@ $$;
 --
 
 COMMENT ON FUNCTION private.organization_ids_with_role(p_roles public.organization_role[]) IS 'The organizations in which the current user has one of the given roles.';
+
+
+--
+-- Name: orphan_objects(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.orphan_objects(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 1000) RETURNS TABLE(bucket_id text, name text, created_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_referenced text := '';
+  v_ref record;
+begin
+  -- One anti-join per registered reference: nothing any of them names is ever returned.
+  for v_ref in select * from private.file_references loop
+    v_referenced := v_referenced || format(
+      ' and not exists (select 1 from %s r where r.%I = o.bucket_id and r.%I = o.name)',
+      v_ref.table_name, v_ref.store_column, v_ref.object_column);
+  end loop;
+  return query execute format(
+    'select o.bucket_id, o.name, o.created_at from storage.objects o
+     where o.bucket_id in (''private'', ''public'') and o.created_at < $1 %s
+     order by o.created_at limit $2', v_referenced)
+    using p_now - (private.setting('orphan_file_grace') #>> '{}')::interval, p_limit;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION orphan_objects(p_now timestamp with time zone, p_limit integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.orphan_objects(p_now timestamp with time zone, p_limit integer) IS 'Objects no registered column references, older than orphan_file_grace.';
 
 
 --
@@ -3784,6 +4311,40 @@ COMMENT ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key
 
 
 --
+-- Name: switch_file_store(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.switch_file_store(p_file_id uuid) RETURNS public.files
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_before public.files;
+  v_file public.files;
+begin
+  select * into v_before from public.files where id = p_file_id for update;
+  if v_before.status <> 'moving' then
+    return v_before;
+  end if;
+  update public.files set store = move_to_store, object_name = move_to_object_name, status = 'ready',
+    move_to_store = null, move_to_object_name = null
+  where id = p_file_id
+  returning * into v_file;
+  perform private.append_domain_event(v_file.organization_id, 'file.moved',
+    jsonb_build_object('file_id', v_file.id, 'from', v_before.store, 'to', v_file.store, 'moved_by', auth.uid()));
+  return v_file;
+end
+$$;
+
+
+--
+-- Name: FUNCTION switch_file_store(p_file_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.switch_file_store(p_file_id uuid) IS 'Points a moving file at its copy in the other store; the old object is then deleted.';
+
+
+--
 -- Name: sync_job_schedule(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4032,6 +4593,29 @@ COMMENT ON FUNCTION public.change_plan(p_organization_id uuid, p_plan_key text, 
 
 
 --
+-- Name: check_request(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.check_request() RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  if current_user = 'authenticated' then
+    perform private.check_session();
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION check_request(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.check_request() IS 'PostgREST''s pre-request hook: refuses a signed-in user''s request once their user is deleted or banned, or their session signed out.';
+
+
+--
 -- Name: commit_reservation(uuid, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -4140,6 +4724,25 @@ COMMENT ON FUNCTION public.create_organization(p_name text, p_slug text) IS 'Cre
 
 
 --
+-- Name: file_store_for(text, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.file_store_for(p_context text, p_published boolean DEFAULT false) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(private.file_store_for(p_context, p_published), 'private')
+$$;
+
+
+--
+-- Name: FUNCTION file_store_for(p_context text, p_published boolean); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.file_store_for(p_context text, p_published boolean) IS 'Which store a file goes to: private (invoice, receipt, legal_doc, user_upload, customer_document, data_export, and anything unpublished) or public (a published kb_article or public_asset).';
+
+
+--
 -- Name: get_credit_balances(uuid); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -4189,6 +4792,30 @@ $$;
 --
 
 COMMENT ON FUNCTION public.get_credit_usage(p_organization_id uuid, p_from timestamp with time zone, p_to timestamp with time zone) IS 'Credits consumed and refunded per pool per UTC day in [p_from, p_to), for charts. Members and the service role.';
+
+
+--
+-- Name: get_file_usage(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.get_file_usage(p_organization_id uuid) RETURNS TABLE(store text, objects bigint, bytes bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  if not private.is_platform_admin() then
+    perform private.authorize(p_organization_id, '{owner,admin}');
+  end if;
+  return query select * from private.file_usage(p_organization_id);
+end
+$$;
+
+
+--
+-- Name: FUNCTION get_file_usage(p_organization_id uuid); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.get_file_usage(p_organization_id uuid) IS 'Objects and bytes an organization keeps per store (owners, admins, platform admins, service role), as Storage counts them.';
 
 
 --
@@ -4761,8 +5388,10 @@ CREATE TABLE private.error_codes (
     code text NOT NULL,
     class text NOT NULL,
     meaning text NOT NULL,
+    raised_by text DEFAULT 'sql'::text NOT NULL,
     CONSTRAINT error_codes_code_check CHECK ((code ~ '^[a-z][a-z0-9_]*$'::text)),
-    CONSTRAINT error_codes_meaning_check CHECK (((char_length(meaning) >= 1) AND (char_length(meaning) <= 200)))
+    CONSTRAINT error_codes_meaning_check CHECK (((char_length(meaning) >= 1) AND (char_length(meaning) <= 200))),
+    CONSTRAINT error_codes_raised_by_check CHECK ((raised_by = ANY (ARRAY['sql'::text, 'functions'::text])))
 );
 
 
@@ -4792,6 +5421,13 @@ COMMENT ON COLUMN private.error_codes.class IS 'Its class, which fixes SQLSTATE 
 --
 
 COMMENT ON COLUMN private.error_codes.meaning IS 'One line on what it means.';
+
+
+--
+-- Name: COLUMN error_codes.raised_by; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.error_codes.raised_by IS 'Where the code is raised: sql (private.raise) or functions (an edge function''s answer).';
 
 
 --
@@ -4873,6 +5509,46 @@ COMMENT ON COLUMN private.event_deliveries.dead_at IS 'When the consumer gave up
 --
 
 COMMENT ON COLUMN private.event_deliveries.last_error IS 'The last failure the consumer reported.';
+
+
+--
+-- Name: file_references; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.file_references (
+    table_name text NOT NULL,
+    store_column text NOT NULL,
+    object_column text NOT NULL,
+    CONSTRAINT file_references_table_name_check CHECK ((table_name ~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE file_references; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.file_references IS 'The columns that name Storage objects (store and object name); an object none of them names is an orphan.';
+
+
+--
+-- Name: COLUMN file_references.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.file_references.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN file_references.store_column; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.file_references.store_column IS 'Its column holding the bucket.';
+
+
+--
+-- Name: COLUMN file_references.object_column; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.file_references.object_column IS 'Its column holding the object name.';
 
 
 --
@@ -6369,6 +7045,64 @@ COMMENT ON COLUMN public.email_preferences.updated_at IS 'When they last chose.'
 
 
 --
+-- Name: file_contexts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.file_contexts (
+    key text NOT NULL,
+    description text NOT NULL,
+    publishable boolean DEFAULT false NOT NULL,
+    allowed_mime_types text[] NOT NULL,
+    max_bytes bigint NOT NULL,
+    CONSTRAINT file_contexts_allowed_mime_types_check CHECK ((cardinality(allowed_mime_types) > 0)),
+    CONSTRAINT file_contexts_key_check CHECK ((key ~ '^[a-z][a-z0-9_]{0,31}$'::text)),
+    CONSTRAINT file_contexts_max_bytes_check CHECK (((max_bytes >= 1) AND (max_bytes <= 52428800)))
+);
+
+
+--
+-- Name: TABLE file_contexts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.file_contexts IS 'What a file can be: its store (private unless publishable and published), the content types and size it may have.';
+
+
+--
+-- Name: COLUMN file_contexts.key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.file_contexts.key IS 'The context (invoice, receipt, kb_article, ...).';
+
+
+--
+-- Name: COLUMN file_contexts.description; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.file_contexts.description IS 'What such files are.';
+
+
+--
+-- Name: COLUMN file_contexts.publishable; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.file_contexts.publishable IS 'Whether a file of this context goes to the public store when what it belongs to is public.';
+
+
+--
+-- Name: COLUMN file_contexts.allowed_mime_types; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.file_contexts.allowed_mime_types IS 'The content types accepted.';
+
+
+--
+-- Name: COLUMN file_contexts.max_bytes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.file_contexts.max_bytes IS 'The largest file accepted.';
+
+
+--
 -- Name: organization_invitations; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -6706,6 +7440,14 @@ ALTER TABLE ONLY private.event_deliveries
 
 
 --
+-- Name: file_references file_references_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.file_references
+    ADD CONSTRAINT file_references_pkey PRIMARY KEY (table_name, store_column, object_column);
+
+
+--
 -- Name: free_allocations free_allocations_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -6855,6 +7597,30 @@ ALTER TABLE ONLY public.credit_reservations
 
 ALTER TABLE ONLY public.email_preferences
     ADD CONSTRAINT email_preferences_pkey PRIMARY KEY (user_id, category);
+
+
+--
+-- Name: file_contexts file_contexts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.file_contexts
+    ADD CONSTRAINT file_contexts_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: files files_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.files
+    ADD CONSTRAINT files_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: files files_store_object_name_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.files
+    ADD CONSTRAINT files_store_object_name_key UNIQUE (store, object_name);
 
 
 --
@@ -7145,6 +7911,34 @@ CREATE UNIQUE INDEX credit_reservations_idempotency_key_idx ON public.credit_res
 
 
 --
+-- Name: files_context_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX files_context_idx ON public.files USING btree (context);
+
+
+--
+-- Name: files_organization_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX files_organization_id_idx ON public.files USING btree (organization_id, created_at DESC);
+
+
+--
+-- Name: files_owner_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX files_owner_idx ON public.files USING btree (owner_table, owner_id) WHERE (owner_id IS NOT NULL);
+
+
+--
+-- Name: files_uploaded_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX files_uploaded_by_idx ON public.files USING btree (uploaded_by);
+
+
+--
 -- Name: organization_invitations_accepted_by_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -7303,6 +8097,13 @@ CREATE TRIGGER credit_pools_add_balances AFTER INSERT ON public.credit_pools FOR
 --
 
 CREATE TRIGGER email_preferences_set_updated_at BEFORE UPDATE ON public.email_preferences FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: files files_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER files_set_updated_at BEFORE UPDATE ON public.files FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
 
 
 --
@@ -7558,6 +8359,30 @@ ALTER TABLE ONLY public.email_preferences
 
 
 --
+-- Name: files files_context_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.files
+    ADD CONSTRAINT files_context_fkey FOREIGN KEY (context) REFERENCES public.file_contexts(key);
+
+
+--
+-- Name: files files_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.files
+    ADD CONSTRAINT files_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: files files_uploaded_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.files
+    ADD CONSTRAINT files_uploaded_by_fkey FOREIGN KEY (uploaded_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
 -- Name: organization_invitations organization_invitations_accepted_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -7692,6 +8517,12 @@ ALTER TABLE private.error_codes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.event_deliveries ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: file_references; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.file_references ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: free_allocations; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
@@ -7738,6 +8569,13 @@ ALTER TABLE private.settings ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE private.webhook_receipts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: files Members and platform admins read files; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Members and platform admins read files" ON public.files FOR SELECT TO authenticated USING (((organization_id IN ( SELECT private.member_organization_ids() AS member_organization_ids)) OR ( SELECT private.is_platform_admin() AS is_platform_admin)));
+
 
 --
 -- Name: credit_balances Members can read their organization's balances; Type: POLICY; Schema: public; Owner: -
@@ -7842,6 +8680,13 @@ CREATE POLICY "Signed-in users can read the actions" ON public.credit_actions FO
 --
 
 CREATE POLICY "Signed-in users can read the credit pools" ON public.credit_pools FOR SELECT TO authenticated USING (true);
+
+
+--
+-- Name: file_contexts Signed-in users can read the file contexts; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Signed-in users can read the file contexts" ON public.file_contexts FOR SELECT TO authenticated USING (true);
 
 
 --
@@ -7967,6 +8812,18 @@ ALTER TABLE public.credit_reservations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.email_preferences ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: file_contexts; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.file_contexts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: files; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.files ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: organization_invitations; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -8012,6 +8869,14 @@ GRANT ALL ON SCHEMA public TO postgres;
 GRANT USAGE ON SCHEMA public TO anon;
 GRANT USAGE ON SCHEMA public TO authenticated;
 GRANT USAGE ON SCHEMA public TO service_role;
+
+
+--
+-- Name: FUNCTION abandon_file_upload(p_file_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.abandon_file_upload(p_file_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.abandon_file_upload(p_file_id uuid) TO service_role;
 
 
 --
@@ -8061,6 +8926,31 @@ GRANT ALL ON FUNCTION private.authorize(p_organization_id uuid, p_roles public.o
 
 
 --
+-- Name: TABLE files; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.files TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.files TO service_role;
+
+
+--
+-- Name: FUNCTION begin_file_move(p_file_id uuid, p_store text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.begin_file_move(p_file_id uuid, p_store text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.begin_file_move(p_file_id uuid, p_store text) TO authenticated;
+GRANT ALL ON FUNCTION private.begin_file_move(p_file_id uuid, p_store text) TO service_role;
+
+
+--
+-- Name: FUNCTION begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid) TO authenticated;
+
+
+--
 -- Name: FUNCTION caller_role(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -8091,6 +8981,14 @@ GRANT ALL ON FUNCTION private.check_idempotency_key(p_key text) TO service_role;
 
 REVOKE ALL ON FUNCTION private.check_metadata(p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.check_metadata(p_metadata jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION check_session(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_session() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_session() TO authenticated;
 
 
 --
@@ -8300,11 +9198,53 @@ REVOKE ALL ON FUNCTION private.fan_out_domain_event() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION file_store_for(p_context text, p_published boolean); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.file_store_for(p_context text, p_published boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.file_store_for(p_context text, p_published boolean) TO authenticated;
+GRANT ALL ON FUNCTION private.file_store_for(p_context text, p_published boolean) TO service_role;
+
+
+--
+-- Name: FUNCTION file_usage(p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.file_usage(p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.file_usage(p_organization_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION private.file_usage(p_organization_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION files_missing_objects(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.files_missing_objects() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.files_missing_objects() TO service_role;
+
+
+--
+-- Name: FUNCTION finish_file_upload(p_file_id uuid, p_size_bytes bigint); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.finish_file_upload(p_file_id uuid, p_size_bytes bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.finish_file_upload(p_file_id uuid, p_size_bytes bigint) TO service_role;
+
+
+--
 -- Name: FUNCTION finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error text, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION forget_file(p_file_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.forget_file(p_file_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.forget_file(p_file_id uuid) TO service_role;
 
 
 --
@@ -8447,6 +9387,15 @@ GRANT ALL ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_ac
 
 
 --
+-- Name: FUNCTION manageable_file(p_file_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.manageable_file(p_file_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.manageable_file(p_file_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION private.manageable_file(p_file_id uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION mark_email_sent(p_id uuid, p_provider text, p_provider_message_id text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -8498,6 +9447,14 @@ REVOKE ALL ON FUNCTION private.open_credit_pools(p_organization_id uuid, p_pools
 REVOKE ALL ON FUNCTION private.organization_ids_with_role(p_roles public.organization_role[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.organization_ids_with_role(p_roles public.organization_role[]) TO authenticated;
 GRANT ALL ON FUNCTION private.organization_ids_with_role(p_roles public.organization_role[]) TO service_role;
+
+
+--
+-- Name: FUNCTION orphan_objects(p_now timestamp with time zone, p_limit integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.orphan_objects(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.orphan_objects(p_now timestamp with time zone, p_limit integer) TO service_role;
 
 
 --
@@ -8797,6 +9754,14 @@ REVOKE ALL ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_
 
 
 --
+-- Name: FUNCTION switch_file_store(p_file_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.switch_file_store(p_file_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.switch_file_store(p_file_id uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION sync_job_schedule(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -8858,6 +9823,16 @@ GRANT ALL ON FUNCTION public.change_plan(p_organization_id uuid, p_plan_key text
 
 
 --
+-- Name: FUNCTION check_request(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.check_request() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.check_request() TO anon;
+GRANT ALL ON FUNCTION public.check_request() TO authenticated;
+GRANT ALL ON FUNCTION public.check_request() TO service_role;
+
+
+--
 -- Name: FUNCTION commit_reservation(p_reservation_id uuid, p_amounts jsonb); Type: ACL; Schema: public; Owner: -
 --
 
@@ -8893,6 +9868,15 @@ GRANT ALL ON FUNCTION public.create_organization(p_name text, p_slug text) TO au
 
 
 --
+-- Name: FUNCTION file_store_for(p_context text, p_published boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.file_store_for(p_context text, p_published boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.file_store_for(p_context text, p_published boolean) TO authenticated;
+GRANT ALL ON FUNCTION public.file_store_for(p_context text, p_published boolean) TO service_role;
+
+
+--
 -- Name: FUNCTION get_credit_balances(p_organization_id uuid); Type: ACL; Schema: public; Owner: -
 --
 
@@ -8908,6 +9892,15 @@ GRANT ALL ON FUNCTION public.get_credit_balances(p_organization_id uuid) TO serv
 REVOKE ALL ON FUNCTION public.get_credit_usage(p_organization_id uuid, p_from timestamp with time zone, p_to timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.get_credit_usage(p_organization_id uuid, p_from timestamp with time zone, p_to timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION public.get_credit_usage(p_organization_id uuid, p_from timestamp with time zone, p_to timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION get_file_usage(p_organization_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.get_file_usage(p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.get_file_usage(p_organization_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.get_file_usage(p_organization_id uuid) TO service_role;
 
 
 --
@@ -9034,6 +10027,13 @@ GRANT SELECT ON TABLE private.error_codes TO service_role;
 --
 
 GRANT SELECT ON TABLE private.event_deliveries TO service_role;
+
+
+--
+-- Name: TABLE file_references; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.file_references TO service_role;
 
 
 --
@@ -9217,6 +10217,14 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.email_preferences TO service_r
 --
 
 GRANT UPDATE(subscribed) ON TABLE public.email_preferences TO authenticated;
+
+
+--
+-- Name: TABLE file_contexts; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.file_contexts TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.file_contexts TO service_role;
 
 
 --

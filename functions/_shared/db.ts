@@ -45,6 +45,9 @@ async function inRole<T>(role: string, claims: Record<string, unknown>, fn: (tx:
       select set_config('role', ${role}, true),
              set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
              set_config('request.jwt.claim.sub', ${typeof claims.sub === 'string' ? claims.sub : ''}, true)`;
+    // What PostgREST's pre-request check does (public.check_request): a token whose user was
+    // deleted or whose session was signed out is refused here too (session_ended, 401).
+    if (role === 'authenticated') await tx`select private.check_session()`;
     return await fn(tx);
   });
   return result as T;
@@ -53,6 +56,15 @@ async function inRole<T>(role: string, claims: Record<string, unknown>, fn: (tx:
 /** Runs fn in a transaction as the caller (role and claims from their verified JWT): RLS applies. */
 export function withUser<T>(claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
   return inRole(claims.role, claims, fn);
+}
+
+/**
+ * Runs fn as service_role on behalf of a caller: RLS is bypassed, but auth.uid() is the caller's
+ * id (none for the service role itself), so what the SQL records as done by someone names them.
+ */
+export function withServiceRoleFor<T>(caller: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  const sub = caller.role === 'service_role' ? undefined : caller.sub;
+  return inRole('service_role', { role: 'service_role', ...(sub ? { sub } : {}) }, fn);
 }
 
 /** Runs fn in a transaction as service_role (bypasses RLS, as the service_role key does). */

@@ -15,7 +15,9 @@ import type { TemplateName } from '../_shared/emails/index.ts';
 const MAX_BODY = 64 * 1024;
 
 const HookPayload = z.object({
-  user: z.object({ id: z.string(), email: z.string(), email_new: z.string().optional() }).passthrough(),
+  // Auth sends the user as its user object: a pending email change is `new_email` (email_new is
+  // read too, for payloads written by hand).
+  user: z.object({ id: z.string(), email: z.string(), new_email: z.string().optional(), email_new: z.string().optional() }).passthrough(),
   email_data: z.object({
     token: z.string(),
     token_hash: z.string(),
@@ -57,7 +59,7 @@ export function authMails({ user, email_data: d }: HookPayload): AuthMail[] {
     case 'email_change': {
       // Auth's historical naming: token_hash_new goes with `token` to the current address,
       // token_hash with `token_new` to the new one (Secure Email Change sends both).
-      const newEmail = user.email_new ?? user.email;
+      const newEmail = user.new_email || user.email_new || user.email;
       const change = (to: string, hash: string, code: string): AuthMail => ({
         to, template: 'auth_email_change',
         props: { confirmUrl: verifyUrl(hash, 'email_change', d.redirect_to), newEmail, code },

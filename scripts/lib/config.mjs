@@ -38,15 +38,18 @@ export const SERVICE_ROLE_KEY =
 /**
  * Signs an access token shaped like the ones GoTrue issues, so PostgREST, the gateway and
  * RLS see a signed-in user. `appMetadata` lands in `app_metadata` (e.g. `{ platform_admin: true }`).
+ * `sessionId` is its session_id claim: a row of auth.sessions for Auth's own endpoints (GET /user,
+ * logout) and PostgREST's session check (public.check_request) to accept the token.
+ * @param {{ id: string, email: string, appMetadata?: object, userMetadata?: object, expiresIn?: string, sessionId?: string }} subject
  */
-export async function signUserToken({ id, email, appMetadata = {}, userMetadata = {}, expiresIn = '1h' }) {
+export async function signUserToken({ id, email, appMetadata = {}, userMetadata = {}, expiresIn = '1h', sessionId = String(crypto.randomUUID()) }) {
   return new SignJWT({
     sub: id,
     email,
     role: 'authenticated',
     aud: 'authenticated',
     aal: 'aal1',
-    session_id: crypto.randomUUID(),
+    session_id: sessionId,
     is_anonymous: false,
     app_metadata: { provider: 'email', providers: ['email'], ...appMetadata },
     user_metadata: userMetadata,

@@ -47,6 +47,7 @@ export async function createHostedDatabase() {
   try {
     await runSqlFile(admin, path.join(ROOT, 'sql/hosted/00_postgres_role.sql'));
     await applyPlatform(admin);
+    await runSqlFile(admin, path.join(ROOT, 'sql/hosted/10_policy_grants.sql'));
   } finally {
     await admin.end();
   }

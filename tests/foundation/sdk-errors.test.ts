@@ -51,6 +51,7 @@ describe('the error catalogue (clients/js/src/error-codes.ts)', () => {
     conflict: { sqlstate: 'PT409', status: 409 },
     rule: { sqlstate: 'P0001', status: 400 },
     rate_limited: { sqlstate: 'PT429', status: 429 },
+    unavailable: { sqlstate: 'PT503', status: 503 },
   };
 
   it('gives every code the SQLSTATE and status of its class, and a meaning', () => {

@@ -28,18 +28,20 @@ const rpc = (token: string, name: string, args: Record<string, unknown>) =>
 
 interface HostedUser { id: string; email: string; token: string }
 
-/** Signs a user up the way GoTrue does on hosted: a row written by supabase_auth_admin. */
+/** Signs a user up and in the way GoTrue does on hosted: rows written by supabase_auth_admin. */
 async function signUp(email: string): Promise<HostedUser> {
   const id = randomUUID();
+  const sessionId = randomUUID();
   const url = new URL(dbUrl);
   url.username = 'supabase_auth_admin';
   const auth = postgres(url.toString(), { max: 1, onnotice: () => {} });
   try {
     await auth`insert into auth.users (id, email, raw_user_meta_data) values (${id}, ${email}, ${auth.json({ full_name: 'Hosted Alice' })})`;
+    await auth`insert into auth.sessions (id, user_id, created_at, updated_at, aal) values (${sessionId}, ${id}, now(), now(), 'aal1')`;
   } finally {
     await auth.end();
   }
-  return { id, email, token: await userToken({ id, email }) };
+  return { id, email, token: await userToken({ id, email, sessionId }) };
 }
 
 beforeAll(async () => {

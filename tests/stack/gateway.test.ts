@@ -8,10 +8,13 @@ import { apiUrl, clientFor } from '../support/clients.ts';
 import { insertOrganization } from '../support/organizations.ts';
 import { createUser, type TestUser } from '../support/users.ts';
 
-// The shared stack's gateway runs with the default limit (GATEWAY_MAX_BODY_BYTES, 2 MiB).
+// The shared stack's gateway runs with the default limits: 2 MiB for /rest/v1
+// (GATEWAY_MAX_BODY_BYTES), 50 MiB for /functions/v1 (GATEWAY_MAX_FUNCTION_BODY_BYTES, files).
 const MiB = 1024 * 1024;
 const OVER_LIMIT = 3 * MiB;
 const UNDER_LIMIT = 2 * MiB - 1024;
+const OVER_FUNCTION_LIMIT = 50 * MiB + 1;
+const UNDER_FUNCTION_LIMIT = 3 * MiB;
 const TOO_LARGE = { message: 'Request size limit exceeded' };
 
 /** A JSON object of exactly `bytes` bytes: one string argument, `p_padding`. */
@@ -63,20 +66,20 @@ describe('/functions/v1', () => {
   });
 
   it('refuses a body whose content-length is over the size limit with 413', async () => {
-    const res = await fetch(`${apiUrl}/functions/v1/health`, { method: 'POST', body: paddedJson(OVER_LIMIT) });
+    const res = await fetch(`${apiUrl}/functions/v1/health`, { method: 'POST', body: paddedJson(OVER_FUNCTION_LIMIT) });
     expect(res.status).toBe(413);
     expect(await res.json()).toEqual(TOO_LARGE);
   });
 
   it('refuses a streamed body over the size limit with 413, even where the function never reads it', async () => {
     // health answers POST with 405 without reading the body: the gateway counts it all the same.
-    const res = await postChunked(`${apiUrl}/functions/v1/health`, paddedJson(OVER_LIMIT));
+    const res = await postChunked(`${apiUrl}/functions/v1/health`, paddedJson(OVER_FUNCTION_LIMIT));
     expect(res.status).toBe(413);
     expect(await res.json()).toEqual(TOO_LARGE);
   });
 
   it('passes a streamed body under the size limit to the function', async () => {
-    const res = await postChunked(`${apiUrl}/functions/v1/health`, paddedJson(UNDER_LIMIT));
+    const res = await postChunked(`${apiUrl}/functions/v1/health`, paddedJson(UNDER_FUNCTION_LIMIT));
     expect(res.status).toBe(405);
     expect((await res.json()).error.code).toBe('method_not_allowed');
   });

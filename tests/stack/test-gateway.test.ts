@@ -4,14 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_URL, SERVICE_ROLE_KEY } from '../../scripts/lib/config.mjs';
 import { startGateway, type Gateway } from '../support/gateway.ts';
 
-// The override this suite checks: a body limit far below the shared gateway's 2 MiB.
+// The override this suite checks: a function body limit far below the shared gateway's 50 MiB.
 const LIMIT = 1024;
 const overLimit = JSON.stringify({ padding: 'x'.repeat(2 * LIMIT) });
 
 let gateway: Gateway;
 
 beforeAll(async () => {
-  gateway = await startGateway({ GATEWAY_MAX_BODY_BYTES: String(LIMIT) });
+  gateway = await startGateway({ GATEWAY_MAX_FUNCTION_BODY_BYTES: String(LIMIT) });
 }, 90_000);
 
 afterAll(async () => {
@@ -41,7 +41,7 @@ describe('startGateway', () => {
     const here = await fetch(`${gateway.url}/functions/v1/health`, { method: 'POST', body: overLimit });
     expect(here.status).toBe(413);
     await here.arrayBuffer();
-    // The shared gateway (2 MiB limit) hands the same body to health, which refuses POST.
+    // The shared gateway (50 MiB limit) hands the same body to health, which refuses POST.
     const shared = await fetch(`${API_URL}/functions/v1/health`, { method: 'POST', body: overLimit });
     expect(shared.status).toBe(405);
     await shared.arrayBuffer();

@@ -3,6 +3,7 @@ import { createClient, type SupabaseClient, type SupabaseClientOptions } from '@
 import type { Database } from './database.types.ts';
 import { Credits } from './credits/credits.ts';
 import { BackendError } from './errors.ts';
+import { Files } from './files/files.ts';
 import { Organizations } from './tenancy/organizations.ts';
 import { jwtSubject } from './session.ts';
 
@@ -46,6 +47,8 @@ export interface BackendClient {
   readonly organizations: Organizations;
   /** Credits: consume, balances, usage, reservations; grants and refunds for admins. */
   readonly credits: Credits;
+  /** Files: upload by context, download, URLs, list, move between the stores, delete, usage. */
+  readonly files: Files;
   /** The caller's user id (the token's `sub`), or null when anonymous. */
   currentUserId(): Promise<string | null>;
 }
@@ -82,6 +85,7 @@ export function createBackendClient(options: BackendClientOptions): BackendClien
     supabase,
     organizations: new Organizations({ supabase, requireUserId }),
     credits: new Credits({ supabase }),
+    files: new Files({ supabase }),
     currentUserId,
   };
 }

@@ -238,6 +238,52 @@ isOneToOne: false
                   Relationships: [
                     
                   ]
+                },"file_contexts": {
+                  Row: {
+                    "allowed_mime_types": (string)[],"description": string,"key": string,"max_bytes": number,"publishable": boolean
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "allowed_mime_types": (string)[],"description": string,"key": string,"max_bytes": number,"publishable"?: boolean
+                  }
+                  Update: {
+                    "allowed_mime_types"?: (string)[],"description"?: string,"key"?: string,"max_bytes"?: number,"publishable"?: boolean
+                  }
+                  Relationships: [
+                    
+                  ]
+                },"files": {
+                  Row: {
+                    "content_type": string,"context": string,"created_at": string,"file_name": string,"id": string,"move_to_object_name": string | null,"move_to_store": string | null,"object_name": string,"organization_id": string,"owner_id": string | null,"owner_table": string | null,"size_bytes": number | null,"status": Database["public"]['Enums']["file_status"],"store": string,"updated_at": string,"uploaded_by": string | null
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "content_type": string,"context": string,"created_at"?: string,"file_name": string,"id"?: string,"move_to_object_name"?: string | null,"move_to_store"?: string | null,"object_name": string,"organization_id": string,"owner_id"?: string | null,"owner_table"?: string | null,"size_bytes"?: number | null,"status"?: Database["public"]['Enums']["file_status"],"store": string,"updated_at"?: string,"uploaded_by"?: string | null
+                  }
+                  Update: {
+                    "content_type"?: string,"context"?: string,"created_at"?: string,"file_name"?: string,"id"?: string,"move_to_object_name"?: string | null,"move_to_store"?: string | null,"object_name"?: string,"organization_id"?: string,"owner_id"?: string | null,"owner_table"?: string | null,"size_bytes"?: number | null,"status"?: Database["public"]['Enums']["file_status"],"store"?: string,"updated_at"?: string,"uploaded_by"?: string | null
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "files_context_fkey"
+      columns: ["context"]
+isOneToOne: false
+      referencedRelation: "file_contexts"
+      referencedColumns: ["key"]
+    },{
+      foreignKeyName: "files_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "files_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    }
+                  ]
                 },"organization_invitations": {
                   Row: {
                     "accepted_at": string | null,"accepted_by": string | null,"created_at": string,"email": string,"expires_at": string,"id": string,"invited_by": string | null,"organization_id": string,"role": Database["public"]['Enums']["organization_role"],"token_hash": string,"updated_at": string
@@ -408,6 +454,9 @@ isOneToOne: false
 "change_plan":
 { Args: { "p_now"?: string,"p_organization_id": string,"p_plan_key": string }; Returns: Json
                            },
+"check_request":
+{ Args: Record<PropertyKey, never>; Returns: undefined
+                           },
 "commit_reservation":
 { Args: { "p_amounts"?: Json,"p_reservation_id": string }; Returns: Json
                            },
@@ -420,12 +469,20 @@ isOneToOne: false
 "create_organization":
 { Args: { "p_name": string,"p_slug": string }; Returns: string
                            },
+"file_store_for":
+{ Args: { "p_context": string,"p_published"?: boolean }; Returns: string
+                           },
 "get_credit_balances":
 { Args: { "p_organization_id": string }; Returns: Json
                            },
 "get_credit_usage":
 { Args: { "p_from": string,"p_organization_id": string,"p_to": string }; Returns: {
               "consumed": number,"day": string,"pool_key": string,"refunded": number
+            }[]
+                           },
+"get_file_usage":
+{ Args: { "p_organization_id": string }; Returns: {
+              "bytes": number,"objects": number,"store": string
             }[]
                            },
 "grant_credits":
@@ -457,7 +514,7 @@ isOneToOne: false
                            }
           }
           Enums: {
-            "credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","organization_role": "owner"|"admin"|"member"|"billing"
+            "credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","file_status": "uploading"|"ready"|"moving","organization_role": "owner"|"admin"|"member"|"billing"
           }
           CompositeTypes: {
             [_ in never]: never
@@ -573,7 +630,7 @@ export type CompositeTypes<
 export const Constants = {
   "public": {
           Enums: {
-            "credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"organization_role": ["owner", "admin", "member", "billing"]
+            "credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"file_status": ["uploading", "ready", "moving"],"organization_role": ["owner", "admin", "member", "billing"]
           }
         }
 } as const

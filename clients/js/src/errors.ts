@@ -72,6 +72,28 @@ export class BackendError extends Error {
     });
   }
 
+  /**
+   * Builds the error from an edge function's answer: its status and JSON body
+   * `{"error": {"code", "message", "details"?}}`. A code of the catalogue is kept; any other (or
+   * no body, e.g. the gateway's own answers) maps to the generic code of the status.
+   */
+  static fromFunction(status: number, body: unknown): BackendError {
+    const error = (body as { error?: { code?: unknown; message?: unknown; details?: unknown } } | null)?.error;
+    const serverCode = error?.code;
+    const message = typeof error?.message === 'string' ? error.message
+      : typeof (body as { message?: unknown } | null)?.message === 'string' ? (body as { message: string }).message
+      : `The function answered ${status}`;
+    const code: BackendErrorCode = isServerErrorCode(serverCode) ? serverCode : codeOfStatus(status);
+    const details = error?.details === undefined ? null : typeof error.details === 'string' ? error.details : JSON.stringify(error.details);
+    // The server's own code (e.g. invalid_request) stays readable as `hint` when it is not in the catalogue.
+    return new BackendError(code, message, {
+      status,
+      details,
+      hint: typeof serverCode === 'string' && serverCode !== code ? serverCode : null,
+      cause: body,
+    });
+  }
+
   /** Wraps anything thrown while talking to the backend (e.g. an aborted fetch). */
   static fromUnknown(err: unknown): BackendError {
     if (err instanceof BackendError) return err;
@@ -151,6 +173,21 @@ export function errorCodeOf(error: PostgrestErrorLike, status: number): BackendE
   // No (known) code: the gateway or a proxy answered.
   if (status === 401) return 'not_authenticated';
   if (status === 403) return 'not_authorized';
+  if (status === 429) return 'rate_limited';
+  return 'unknown';
+}
+
+/**
+ * The generic code of an edge function's HTTP status when its body names no code of the
+ * catalogue (the function's own protocol errors, the gateway's answers).
+ */
+function codeOfStatus(status: number): BackendErrorCode {
+  if (status === 0) return 'network_error';
+  if (status === 400 || status === 405 || status === 413 || status === 415 || status === 422) return 'invalid_input';
+  if (status === 401) return 'not_authenticated';
+  if (status === 403) return 'not_authorized';
+  if (status === 404) return 'not_found';
+  if (status === 409) return 'conflict';
   if (status === 429) return 'rate_limited';
   return 'unknown';
 }

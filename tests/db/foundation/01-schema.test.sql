@@ -217,10 +217,11 @@ select is_empty($$
     and not coalesce(p.proconfig @> array['search_path=""'], false)
 $$, 'every security-definer function in private pins search_path to the empty string');
 
-select is_empty($$
-  select p.oid::regprocedure from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+select set_eq($$
+  select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
   where n.nspname = 'public' and has_function_privilege('anon', p.oid, 'execute')
-$$, 'anon cannot execute any function in public');
+$$, array['check_request()'],
+  'anon can execute no function in public but PostgREST''s pre-request check, which PostgREST runs for every request');
 
 select is_empty($$
   select p.oid::regprocedure from pg_proc p join pg_namespace n on n.oid = p.pronamespace
@@ -235,8 +236,11 @@ select set_eq($$
 $$, array['create_organization', 'invite_member', 'accept_invitation', 'update_member_role', 'remove_member',
           'leave_organization',
           'consume_credits_rpc', 'consume_credits_batch', 'reserve_credits', 'commit_reservation', 'release_reservation',
-          'grant_credits', 'refund_credits', 'set_credit_low_threshold', 'get_credit_balances', 'get_credit_usage'],
-  'authenticated can execute exactly the tenancy and credits RPCs in public (not change_plan)');
+          'grant_credits', 'refund_credits', 'set_credit_low_threshold', 'get_credit_balances', 'get_credit_usage',
+          'file_store_for', 'get_file_usage',
+          -- PostgREST's pre-request check, run for every request
+          'check_request'],
+  'authenticated can execute exactly the tenancy, credits and files RPCs in public (not change_plan)');
 
 select set_eq($$
   select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
@@ -248,7 +252,11 @@ $$, array['member_organization_ids', 'organization_ids_with_role', 'co_member_us
           'caller_role', 'require_member', 'authorize', 'raise', 'permitted', 'is_slug', 'is_email',
           'consume_credits', 'reserve_credits', 'commit_reservation',
           'release_reservation', 'grant_credits', 'refund_credits', 'set_credit_low_threshold', 'credit_balances_at',
-          'lock_pools_of_actions'],
+          'lock_pools_of_actions',
+          -- the files routing and the checks files-upload, files-move and files-delete run as the caller
+          'file_store_for', 'file_usage', 'begin_file_upload', 'manageable_file', 'begin_file_move',
+          -- the session check behind public.check_request
+          'check_session'],
   'authenticated can execute exactly the policy helpers, caller checks, rules and RPC internals in private, nothing else');
 
 select is_empty($$

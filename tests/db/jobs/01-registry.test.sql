@@ -8,7 +8,7 @@ select plan(25);
 
 select set_eq($$ select name from private.jobs $$,
   array['credits-expire', 'credits-renew-periods', 'credits-purge-idempotency-keys', 'deleted-organizations-purge-records',
-        'rate-limits-purge', 'outbox-purge', 'job-runs-purge', 'email-dispatch', 'emails-purge'],
+        'rate-limits-purge', 'outbox-purge', 'job-runs-purge', 'email-dispatch', 'emails-purge', 'files-cleanup'],
   'the registry lists every job: credits, retention, rate limits, the outbox, job runs, email');
 select is_empty($$
   select j.name from private.jobs j where j.kind = 'sql' and j.enabled
