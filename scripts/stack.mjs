@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The local Supabase stack without Docker: Postgres 15 (+ pg_cron, pgTAP) from Debian packages,
 // the real PostgREST 12, a Deno gateway that serves /rest/v1 and /functions/v1 on one port, and
-// the mailbox page (port 54324) that shows the mail sent without RESEND_API_KEY.
+// the mailbox page (port 54324) that shows the mail sent without RESEND_API_KEY, and the local
+// fake of Stripe's API (port 54325) when STRIPE_SECRET_KEY is not set.
 //
 //   node scripts/stack.mjs up       start in the background, return once healthy
 //   node scripts/stack.mjs start    the same in the foreground with logs; Ctrl-C stops it all
@@ -14,7 +15,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import {
   ROOT, LOCAL_DIR, PORTS, API_URL, DB_URL, JWT_SECRET, ANON_KEY, SERVICE_ROLE_KEY,
   SEND_EMAIL_HOOK_SECRET, RESEND_WEBHOOK_SECRET, EMAIL_UNSUBSCRIBE_SECRET, functionsEnv,
+  STRIPE_FAKE, STRIPE_FAKE_URL, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET,
 } from './lib/config.mjs';
+import Stripe from 'stripe';
+import { connect } from './lib/db.mjs';
+import { ensureStripePrices } from './lib/stripe-prices.mjs';
 import { isDatabaseBuilt, pushMigrations, rebuildDatabase } from './lib/db.mjs';
 import {
   RUN_DIR, StackError, assertPortFree, pidFile, readPid, say, stopPid, tail, waitFor,
@@ -154,6 +159,7 @@ async function up({ foreground = false } = {}) {
   const children = [];
   try {
     // A leftover PostgREST, gateway or mailbox from a stack that half-died: clear it before starting anew.
+    await stopPid('stripe');
     await stopPid('mailbox');
     await stopPid('gateway');
     await stopPid('postgrest');
@@ -218,8 +224,38 @@ async function up({ foreground = false } = {}) {
       child: mailbox.child,
       onTimeout: () => tail(mailbox.logFile),
     });
+
+    if (STRIPE_FAKE) {
+      await assertPortFree(PORTS.stripe, 'local Stripe');
+      say(`billing: no STRIPE_SECRET_KEY, so the functions use the local Stripe on ${STRIPE_FAKE_URL}`);
+      const stripeFake = startService(
+        'stripe',
+        deno,
+        ['run', '--allow-net', '--allow-env', '--allow-read', '--config', path.join(ROOT, 'deno.json'),
+          path.join(ROOT, 'scripts/stripe-fake.ts')],
+        {
+          foreground,
+          env: {
+            STRIPE_FAKE_PORT: String(PORTS.stripe),
+            STRIPE_WEBHOOK_URL: `${API_URL}/functions/v1/stripe-webhook`,
+            STRIPE_WEBHOOK_SECRET,
+            STRIPE_SECRET_KEY,
+          },
+        },
+      );
+      started.push('stripe');
+      children.push(stripeFake.child);
+      await waitFor(`the local Stripe (${STRIPE_FAKE_URL})`, () => httpOk(`${STRIPE_FAKE_URL}/health`), {
+        child: stripeFake.child,
+        onTimeout: () => tail(stripeFake.logFile),
+      });
+      await createFakePrices();
+    } else {
+      say('billing: STRIPE_SECRET_KEY is set, so the functions talk to Stripe (prices: npm run stripe:prices)');
+    }
   } catch (error) {
     say('start failed; stopping what was started');
+    await stopPid('stripe');
     await stopPid('mailbox');
     await stopPid('gateway');
     await stopPid('postgrest');
@@ -232,6 +268,7 @@ async function up({ foreground = false } = {}) {
 
 async function down() {
   const stopped = [];
+  if (await stopPid('stripe')) stopped.push('local Stripe');
   if (await stopPid('mailbox')) stopped.push('mailbox');
   if (await stopPid('gateway')) stopped.push('gateway');
   if (await stopPid('postgrest')) stopped.push('PostgREST');
@@ -244,6 +281,7 @@ async function status() {
   const rest = readPid('postgrest');
   const gw = readPid('gateway');
   const mb = readPid('mailbox');
+  const sf = readPid('stripe');
   const ok = await healthy();
   const line = (name, running, where) => console.log(`  ${name.padEnd(12)} ${running ? 'running' : 'stopped'}  ${where}`);
   console.log('');
@@ -251,6 +289,7 @@ async function status() {
   line('PostgREST', !!rest, `http://127.0.0.1:${PORTS.postgrest} (behind the gateway)`);
   line('Gateway', !!gw, `${API_URL}  health: ${ok ? 'ok' : 'not answering'}`);
   line('Mailbox', !!mb, MAILBOX_URL);
+  if (STRIPE_FAKE) line('Stripe', !!sf, `${STRIPE_FAKE_URL} (the local fake)`);
   console.log(`
   API URL           ${API_URL}
   REST              ${API_URL}/rest/v1
@@ -262,11 +301,26 @@ async function status() {
   SEND_EMAIL_HOOK_SECRET    ${SEND_EMAIL_HOOK_SECRET}
   RESEND_WEBHOOK_SECRET     ${RESEND_WEBHOOK_SECRET}
   EMAIL_UNSUBSCRIBE_SECRET  ${EMAIL_UNSUBSCRIBE_SECRET}
+  STRIPE_SECRET_KEY         ${STRIPE_FAKE ? STRIPE_SECRET_KEY : '(from the environment)'}
+  STRIPE_WEBHOOK_SECRET     ${STRIPE_FAKE ? STRIPE_WEBHOOK_SECRET : '(from the environment)'}
 
   A user's token:   npm run token -- you@example.com
   Logs:             ${LOG_DIR}/ and ${PG_LOG}
 `);
   return ok && pg;
+}
+
+// The local Stripe's prices, one per plan and pack of the catalogue (the ids the seed names).
+async function createFakePrices() {
+  const sql = connect();
+  try {
+    const stripe = new Stripe(STRIPE_SECRET_KEY, {
+      host: '127.0.0.1', port: PORTS.stripe, protocol: 'http', maxNetworkRetries: 2,
+    });
+    await ensureStripePrices(stripe, sql);
+  } finally {
+    await sql.end();
+  }
 }
 
 async function reset() {
@@ -276,6 +330,12 @@ async function reset() {
   // PostgREST lost its connections with the old database: wait until it serves the new schema.
   if (readPid('postgrest')) {
     await waitFor('PostgREST after the reset', () => httpOk(`http://127.0.0.1:${PORTS.postgrestAdmin}/ready`));
+  }
+  // The local Stripe forgets the old database's customers too, and gets its prices again.
+  if (STRIPE_FAKE && readPid('stripe')) {
+    const res = await fetch(`${STRIPE_FAKE_URL}/_fake/reset`, { method: 'POST', headers: { authorization: `Bearer ${STRIPE_SECRET_KEY}` } });
+    await res.arrayBuffer();
+    await createFakePrices();
   }
   say(`database reset in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
 }

@@ -123,6 +123,24 @@ COMMENT ON TYPE private.suppression_reason IS 'Why an address gets no more non-r
 
 
 --
+-- Name: billing_standing; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.billing_standing AS ENUM (
+    'good',
+    'past_due',
+    'suspended'
+);
+
+
+--
+-- Name: TYPE billing_standing; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.billing_standing IS 'good; past_due (a payment failed; consumption goes on for billing_grace_period); suspended (only purchased credits can be consumed until an invoice is paid).';
+
+
+--
 -- Name: credit_entry_kind; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -223,6 +241,26 @@ COMMENT ON TYPE public.file_status IS 'uploading (its bytes are on their way), r
 
 
 --
+-- Name: invoice_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.invoice_status AS ENUM (
+    'draft',
+    'open',
+    'paid',
+    'uncollectible',
+    'void'
+);
+
+
+--
+-- Name: TYPE invoice_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.invoice_status IS 'A Stripe invoice''s status, as Stripe names it.';
+
+
+--
 -- Name: organization_role; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -239,6 +277,29 @@ CREATE TYPE public.organization_role AS ENUM (
 --
 
 COMMENT ON TYPE public.organization_role IS 'owner: everything, including billing and owners; admin: members and settings; member: the organization''s data; billing: invoices and payment methods.';
+
+
+--
+-- Name: subscription_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.subscription_status AS ENUM (
+    'incomplete',
+    'incomplete_expired',
+    'trialing',
+    'active',
+    'past_due',
+    'canceled',
+    'unpaid',
+    'paused'
+);
+
+
+--
+-- Name: TYPE subscription_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.subscription_status IS 'A Stripe subscription''s status, as Stripe names it.';
 
 
 --
@@ -405,6 +466,45 @@ COMMENT ON FUNCTION private.add_pool_balances() IS 'Trigger: creates the balance
 
 
 --
+-- Name: advance_dunning(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.advance_dunning(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_account record;
+  v_count integer := 0;
+begin
+  for v_account in
+    select a.organization_id, a.past_due_since from public.billing_accounts a
+    where a.standing = 'past_due'
+      and a.past_due_since <= p_now - (private.setting('billing_grace_period') #>> '{}')::interval
+    order by a.past_due_since
+    for update skip locked
+  loop
+    if private.set_billing_standing(v_account.organization_id, 'suspended', jsonb_build_object(
+         'past_due_since', v_account.past_due_since,
+         'invoice', (select to_jsonb(i) - 'organization_id' from public.invoices i
+                     where i.organization_id = v_account.organization_id and i.status = 'open'
+                     order by i.stripe_created desc limit 1)), p_now) then
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION advance_dunning(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.advance_dunning(p_now timestamp with time zone) IS 'Suspends organizations past due longer than billing_grace_period; returns how many.';
+
+
+--
 -- Name: append_domain_event(uuid, text, jsonb); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -423,6 +523,128 @@ $$;
 --
 
 COMMENT ON FUNCTION private.append_domain_event(p_organization_id uuid, p_type text, p_payload jsonb) IS 'Appends one event to the outbox in the caller''s transaction; returns its id.';
+
+
+--
+-- Name: apply_charge_refund(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.apply_charge_refund(p_charge jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purchase private.credit_pack_purchases;
+  v_amount bigint := coalesce((p_charge ->> 'amount')::bigint, 0);
+  v_refunded bigint := coalesce((p_charge ->> 'amount_refunded')::bigint, 0);
+  v_due bigint;
+  v_take bigint;
+  v_pools text[];
+  v_left bigint;
+begin
+  perform private.require_service_role('Only stripe-webhook applies Stripe state.');
+  select * into v_purchase from private.credit_pack_purchases
+  where payment_intent_id = private.stripe_id(p_charge -> 'payment_intent') for update;
+  if v_purchase.checkout_session_id is null or v_amount <= 0 then
+    return 'ignored';
+  end if;
+  if v_refunded <= v_purchase.refunded_amount then
+    return 'processed';
+  end if;
+  -- What the refunds so far pay back, in credits, less what was taken back before.
+  v_due := least(v_purchase.credits, (v_purchase.credits * least(v_refunded, v_amount)) / v_amount) - v_purchase.credits_revoked;
+  v_pools := private.open_credit_pools(v_purchase.organization_id, array[v_purchase.pool_key], p_now);
+  select remaining into v_left from public.credit_grants where id = v_purchase.grant_id for update;
+  v_take := greatest(0, least(v_due, coalesce(v_left, 0)));
+  if v_take > 0 then
+    update public.credit_grants set remaining = remaining - v_take where id = v_purchase.grant_id;
+    insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, actor_role, metadata, created_at)
+    values (gen_random_uuid(), v_purchase.organization_id, v_purchase.pool_key, 'adjustment', -v_take, v_purchase.grant_id, 'system',
+            jsonb_build_object('reason', 'refund', 'charge', p_charge ->> 'id', 'refunded', v_refunded, 'checkout_session', v_purchase.checkout_session_id),
+            p_now);
+  end if;
+  perform private.close_credit_pools(v_purchase.organization_id, v_pools, p_now);
+  update private.credit_pack_purchases
+  set refunded_amount = v_refunded, credits_revoked = credits_revoked + v_take
+  where checkout_session_id = v_purchase.checkout_session_id;
+  perform private.append_domain_event(v_purchase.organization_id, 'billing.pack_refunded', jsonb_build_object(
+    'pack', v_purchase.pack_key, 'pool', v_purchase.pool_key, 'credits_revoked', v_take, 'refunded', v_refunded,
+    'checkout_session', v_purchase.checkout_session_id));
+  return 'processed';
+end
+$$;
+
+
+--
+-- Name: FUNCTION apply_charge_refund(p_charge jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.apply_charge_refund(p_charge jsonb, p_now timestamp with time zone) IS 'Takes back the unused share of a refunded pack''s credits, never below zero.';
+
+
+--
+-- Name: apply_pack_checkout(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.apply_pack_checkout(p_session jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_org uuid := private.organization_of_customer(private.stripe_id(p_session -> 'customer'));
+  v_pack public.credit_packs;
+  v_quantity integer := coalesce(nullif(p_session #>> '{metadata,quantity}', '')::integer, 1);
+  v_grant uuid;
+begin
+  perform private.require_service_role('Only stripe-webhook applies Stripe state.');
+  select * into v_pack from public.credit_packs where key = p_session #>> '{metadata,pack_key}';
+  if v_org is null or v_pack.key is null or p_session ->> 'payment_status' <> 'paid'
+     or v_org::text is distinct from p_session #>> '{metadata,organization_id}' then
+    return 'ignored';
+  end if;
+  if exists (select 1 from private.credit_pack_purchases where checkout_session_id = p_session ->> 'id') then
+    return 'processed';
+  end if;
+  v_grant := private.add_credit_grant(v_org, v_pack.pool_key, 'purchase', v_pack.credits * v_quantity,
+    p_now + (select purchase_validity from public.credit_pools where key = v_pack.pool_key), 100,
+    'stripe:' || (p_session ->> 'id'), jsonb_build_object('pack', v_pack.key, 'quantity', v_quantity, 'checkout_session', p_session ->> 'id'),
+    p_now);
+  insert into private.credit_pack_purchases (checkout_session_id, organization_id, pack_key, pool_key, credits, quantity,
+    amount_paid, currency, payment_intent_id, grant_id)
+  values (p_session ->> 'id', v_org, v_pack.key, v_pack.pool_key, v_pack.credits * v_quantity, v_quantity,
+    coalesce((p_session ->> 'amount_total')::bigint, 0), lower(coalesce(p_session ->> 'currency', v_pack.price_currency)),
+    private.stripe_id(p_session -> 'payment_intent'), v_grant);
+  perform private.append_domain_event(v_org, 'billing.pack_purchased', jsonb_build_object(
+    'pack', v_pack.key, 'pool', v_pack.pool_key, 'credits', v_pack.credits * v_quantity, 'checkout_session', p_session ->> 'id'));
+  return 'processed';
+end
+$$;
+
+
+--
+-- Name: FUNCTION apply_pack_checkout(p_session jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.apply_pack_checkout(p_session jsonb, p_now timestamp with time zone) IS 'Grants a paid pack checkout''s credits once (keyed by its session).';
+
+
+--
+-- Name: attach_invoice_pdf(uuid, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update public.invoices set pdf_file_id = p_file_id where id = p_invoice_id and pdf_file_id is null
+$$;
+
+
+--
+-- Name: FUNCTION attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid) IS 'Links an invoice to its PDF''s copy in the private store.';
 
 
 --
@@ -668,13 +890,19 @@ CREATE FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text
     SET search_path TO ''
     AS $$
 declare
-  v_role public.organization_role := private.require_member(p_organization_id);
+  v_role public.organization_role;
   v_context public.file_contexts;
   v_store text;
   v_name text := btrim(p_file_name);
   v_id uuid := gen_random_uuid();
   v_object text;
 begin
+  if private.caller_role() = 'service_role' then
+    perform private.require_organization(p_organization_id);
+    v_role := 'owner';
+  else
+    v_role := private.require_member(p_organization_id);
+  end if;
   select * into v_context from public.file_contexts where key = p_context;
   if not found then
     perform private.raise('invalid_context', format('No file context %L.', p_context));
@@ -714,6 +942,112 @@ $$;
 --
 
 COMMENT ON FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid) IS 'Records an upload for a member: routes it to its store, checks name, type and size for its context; returns where its bytes go.';
+
+
+--
+-- Name: billing_account_of(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.billing_account_of(p_organization_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require_billing_manager(p_organization_id);
+  perform private.require_organization(p_organization_id);
+  return jsonb_build_object(
+    'organization_name', (select name from public.organizations where id = p_organization_id),
+    'customer_id', (select stripe_customer_id from public.billing_accounts where organization_id = p_organization_id),
+    'automatic_tax', coalesce((private.setting('billing_automatic_tax') #>> '{}')::boolean, false));
+end
+$$;
+
+
+--
+-- Name: FUNCTION billing_account_of(p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.billing_account_of(p_organization_id uuid) IS 'The organization''s name and Stripe customer (or null), for a caller who manages its billing.';
+
+
+--
+-- Name: billing_checkout_target(uuid, text, text, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.billing_checkout_target(p_organization_id uuid, p_plan text, p_pack text, p_quantity integer DEFAULT 1) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_plan public.credit_plans;
+  v_pack public.credit_packs;
+  v_base jsonb;
+begin
+  v_base := private.billing_account_of(p_organization_id);
+  if (p_plan is null) = (p_pack is null) or p_quantity is null or p_quantity not between 1 and 100
+     or (p_plan is not null and p_quantity <> 1) then
+    perform private.raise('invalid_checkout', 'A checkout is for one plan, or for 1 to 100 of one credit pack.');
+  end if;
+  if p_plan is not null then
+    select * into v_plan from public.credit_plans where key = p_plan;
+    if v_plan.key is null then
+      perform private.raise('plan_not_found', format('No plan %L.', p_plan));
+    end if;
+    if not v_plan.is_active or v_plan.is_free or v_plan.stripe_price_id is null then
+      perform private.raise('plan_not_billable', format('The %s plan is not sold through Stripe.', p_plan));
+    end if;
+    if exists (select 1 from public.subscriptions where organization_id = p_organization_id
+               and status in ('active', 'trialing', 'past_due', 'unpaid', 'incomplete', 'paused')) then
+      perform private.raise('subscription_exists', 'The organization has a subscription already: change it in the customer portal.');
+    end if;
+    return v_base || jsonb_build_object('mode', 'subscription', 'price_id', v_plan.stripe_price_id, 'plan_key', v_plan.key, 'quantity', 1);
+  end if;
+  select * into v_pack from public.credit_packs where key = p_pack and is_active;
+  if v_pack.key is null then
+    perform private.raise('pack_not_found', format('No credit pack %L.', p_pack));
+  end if;
+  if v_pack.stripe_price_id is null then
+    perform private.raise('pack_not_billable', format('The %s pack has no Stripe price yet.', p_pack));
+  end if;
+  return v_base || jsonb_build_object('mode', 'payment', 'price_id', v_pack.stripe_price_id, 'pack_key', v_pack.key,
+                                      'quantity', p_quantity, 'credits', v_pack.credits * p_quantity);
+end
+$$;
+
+
+--
+-- Name: FUNCTION billing_checkout_target(p_organization_id uuid, p_plan text, p_pack text, p_quantity integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.billing_checkout_target(p_organization_id uuid, p_plan text, p_pack text, p_quantity integer) IS 'For billing-checkout: checks the caller manages billing and the plan or pack is for sale; returns price, mode and customer.';
+
+
+--
+-- Name: billing_customer_of(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.billing_customer_of(p_organization_id uuid) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_customer text;
+begin
+  perform private.require_billing_manager(p_organization_id);
+  select stripe_customer_id into v_customer from public.billing_accounts where organization_id = p_organization_id;
+  if v_customer is null then
+    perform private.raise('no_billing_account', 'The organization has no Stripe customer yet: check out or save a card first.');
+  end if;
+  return v_customer;
+end
+$$;
+
+
+--
+-- Name: FUNCTION billing_customer_of(p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.billing_customer_of(p_organization_id uuid) IS 'The organization''s Stripe customer, for a caller who manages its billing.';
 
 
 --
@@ -764,6 +1098,33 @@ $$;
 --
 
 COMMENT ON FUNCTION private.change_plan(p_organization_id uuid, p_plan_key text, p_now timestamp with time zone) IS 'The body of change_plan.';
+
+
+--
+-- Name: check_billing_return_url(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_billing_return_url(p_url text) RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_origin text := substring(p_url from '^(https?://[^/?#]+)(?:[/?#]|$)');
+begin
+  if p_url is null or char_length(p_url) > 2000 or v_origin is null
+     or not exists (select 1 from jsonb_array_elements_text(private.setting('billing_return_origins')) as o (origin)
+                    where lower(o.origin) = lower(v_origin)) then
+    perform private.raise('invalid_return_url', format('%s is not on one of the billing_return_origins.', left(coalesce(p_url, 'null'), 200)));
+  end if;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION check_billing_return_url(p_url text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.check_billing_return_url(p_url text) IS 'Raises invalid_return_url unless the URL is on one of the billing_return_origins.';
 
 
 --
@@ -951,6 +1312,37 @@ $$;
 --
 
 COMMENT ON FUNCTION private.claim_events(p_consumer text, p_limit integer, p_lease interval, p_now timestamp with time zone) IS 'Claims up to p_limit due events for one of a consumer''s workers, oldest first, leased for p_lease.';
+
+
+--
+-- Name: claim_stripe_event(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.claim_stripe_event(p_event_id text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_event private.stripe_events;
+begin
+  perform private.require_service_role('Only stripe-webhook handles Stripe events.');
+  select * into v_event from private.stripe_events where id = p_event_id for update;
+  if v_event.id is null or v_event.outcome in ('processed', 'ignored') then
+    return false;
+  end if;
+  if v_event.object_id is not null then
+    perform pg_advisory_xact_lock(hashtextextended('stripe:' || v_event.object_id, 0));
+  end if;
+  return true;
+end
+$$;
+
+
+--
+-- Name: FUNCTION claim_stripe_event(p_event_id text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.claim_stripe_event(p_event_id text) IS 'Locks a Stripe event and its object for handling; false when it was handled already.';
 
 
 --
@@ -1940,6 +2332,7 @@ declare
   v_organization text := (select name from public.organizations where id = p_event.organization_id);
   v_pool text := p_event.payload ->> 'pool';
   v_pool_name text := coalesce((select name from public.credit_pools where key = v_pool), v_pool);
+  v_invoice jsonb := p_event.payload -> 'invoice';
   v_recipient text;
   v_count integer := 0;
 begin
@@ -1954,10 +2347,37 @@ begin
       format('event:%s:%s', p_event.event_id, lower(p_event.payload ->> 'email')), p_event.organization_id);
     return 1;
   end if;
-  -- credits.low and credits.depleted: to the organization's owners, admins and billing members.
   if v_organization is null then
     return 0;
   end if;
+  if p_event.type in ('billing.payment_failed', 'billing.suspended') then
+    -- Money mail: to the owners and billing members.
+    for v_recipient in select email from private.member_emails(p_event.organization_id, '{owner,billing}') loop
+      if p_event.type = 'billing.payment_failed' then
+        perform private.enqueue_email('payment_failed', v_recipient, jsonb_build_object(
+          'organizationName', v_organization,
+          'amount', coalesce((p_event.payload ->> 'amount')::bigint, 0),
+          'currency', coalesce(p_event.payload ->> 'currency', 'eur'),
+          'invoiceNumber', coalesce(p_event.payload ->> 'number', p_event.payload ->> 'invoice'),
+          'updatePaymentUrl', coalesce(p_event.payload ->> 'hosted_invoice_url', private.site_url() || '/billing'),
+          'nextAttemptAt', p_event.payload ->> 'next_payment_attempt'),
+          format('event:%s:%s', p_event.event_id, v_recipient), p_event.organization_id);
+      else
+        perform private.enqueue_email('account_overdue', v_recipient, jsonb_build_object(
+          'organizationName', v_organization,
+          'amount', coalesce((v_invoice ->> 'amount_remaining')::bigint, 0),
+          'currency', coalesce(v_invoice ->> 'currency', 'eur'),
+          'dueDate', coalesce(v_invoice ->> 'stripe_created', p_event.payload ->> 'past_due_since'),
+          'daysOverdue', greatest(1, extract(day from (p_event.created_at - (p_event.payload ->> 'past_due_since')::timestamptz))::integer),
+          'suspendAt', null,
+          'payUrl', coalesce(v_invoice ->> 'hosted_invoice_url', private.site_url() || '/billing')),
+          format('event:%s:%s', p_event.event_id, v_recipient), p_event.organization_id);
+      end if;
+      v_count := v_count + 1;
+    end loop;
+    return v_count;
+  end if;
+  -- credits.low and credits.depleted: to the organization's owners, admins and billing members.
   for v_recipient in select email from private.member_emails(p_event.organization_id, '{owner,admin,billing}') loop
     perform private.enqueue_email(
       case p_event.type when 'credits.low' then 'low_credits' else 'credits_depleted' end,
@@ -2223,6 +2643,28 @@ COMMENT ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error 
 
 
 --
+-- Name: finish_stripe_event(text, text, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.finish_stripe_event(p_event_id text, p_outcome text, p_error text DEFAULT NULL::text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update private.stripe_events
+  set outcome = p_outcome, last_error = left(p_error, 2000), attempts = attempts + 1,
+      processed_at = case when p_outcome in ('processed', 'ignored') then now() end
+  where id = p_event_id
+$$;
+
+
+--
+-- Name: FUNCTION finish_stripe_event(p_event_id text, p_outcome text, p_error text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.finish_stripe_event(p_event_id text, p_outcome text, p_error text) IS 'Records how a delivery''s handling ended (processed, ignored, or failed: Stripe retries it) and counts the attempt.';
+
+
+--
 -- Name: forget_file(uuid); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2312,6 +2754,8 @@ CREATE FUNCTION private.grants_in_draw_order(p_organization_id uuid, p_pool text
     AS $$
   select g.id, g.remaining, g.expires_at from public.credit_grants g
   where g.organization_id = p_organization_id and g.pool_key = p_pool and g.remaining > 0 and g.expires_at > p_now
+    and (g.kind = 'purchase' or not exists (select 1 from public.billing_accounts a
+                                            where a.organization_id = p_organization_id and a.standing = 'suspended'))
   order by g.priority, g.expires_at, (g.kind = 'purchase'), g.created_at, g.id
 $$;
 
@@ -2320,7 +2764,7 @@ $$;
 -- Name: FUNCTION grants_in_draw_order(p_organization_id uuid, p_pool text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.grants_in_draw_order(p_organization_id uuid, p_pool text, p_now timestamp with time zone) IS 'The spendable grants of a pool in draw order: priority, soonest expiry, granted before purchased, oldest.';
+COMMENT ON FUNCTION private.grants_in_draw_order(p_organization_id uuid, p_pool text, p_now timestamp with time zone) IS 'The spendable grants of a pool in draw order: priority, soonest expiry, granted before purchased, oldest; only purchased ones while the organization is suspended.';
 
 
 --
@@ -2554,6 +2998,29 @@ $$;
 --
 
 COMMENT ON FUNCTION private.invite_member(p_organization_id uuid, p_email text, p_role text, p_expires_in interval) IS 'Creates (or re-sends) an invitation; returns its id and the one-time token.';
+
+
+--
+-- Name: invoices_missing_pdf(integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.invoices_missing_pdf(p_limit integer DEFAULT 20) RETURNS TABLE(invoice_id uuid, organization_id uuid, number text, invoice_pdf_url text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  -- Invoices whose copy failed before go after the others, so they never starve them.
+  select id, organization_id, coalesce(number, stripe_invoice_id), invoice_pdf_url from public.invoices
+  where status = 'paid' and pdf_file_id is null and invoice_pdf_url is not null and pdf_copy_attempts < 8
+  order by pdf_copy_attempts, stripe_created
+  limit p_limit
+$$;
+
+
+--
+-- Name: FUNCTION invoices_missing_pdf(p_limit integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.invoices_missing_pdf(p_limit integer) IS 'Paid invoices whose PDF is not in the private store yet (billing-invoice-pdfs), fresh ones first.';
 
 
 --
@@ -3057,6 +3524,25 @@ COMMENT ON FUNCTION private.organization_ids_with_role(p_roles public.organizati
 
 
 --
+-- Name: organization_of_customer(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.organization_of_customer(p_customer_id text) RETURNS uuid
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select organization_id from public.billing_accounts where stripe_customer_id = p_customer_id
+$$;
+
+
+--
+-- Name: FUNCTION organization_of_customer(p_customer_id text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.organization_of_customer(p_customer_id text) IS 'The organization a Stripe customer belongs to, or null when it is not ours.';
+
+
+--
 -- Name: orphan_objects(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3196,8 +3682,10 @@ CREATE FUNCTION private.pool_available(p_organization_id uuid, p_pool text, p_no
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select coalesce(sum(remaining), 0)::bigint from public.credit_grants
-  where organization_id = p_organization_id and pool_key = p_pool and remaining > 0 and expires_at > p_now
+  select coalesce(sum(g.remaining), 0)::bigint from public.credit_grants g
+  where g.organization_id = p_organization_id and g.pool_key = p_pool and g.remaining > 0 and g.expires_at > p_now
+    and (g.kind = 'purchase' or not exists (select 1 from public.billing_accounts a
+                                            where a.organization_id = p_organization_id and a.standing = 'suspended'))
 $$;
 
 
@@ -3205,7 +3693,7 @@ $$;
 -- Name: FUNCTION pool_available(p_organization_id uuid, p_pool text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.pool_available(p_organization_id uuid, p_pool text, p_now timestamp with time zone) IS 'Spendable credits of an open pool (grant rows are exact while it is open).';
+COMMENT ON FUNCTION private.pool_available(p_organization_id uuid, p_pool text, p_now timestamp with time zone) IS 'Spendable credits of an open pool (grant rows are exact while it is open); only purchased ones while the organization is suspended.';
 
 
 --
@@ -3369,6 +3857,33 @@ COMMENT ON FUNCTION private.purge_sent_emails(p_now timestamp with time zone) IS
 
 
 --
+-- Name: purge_stripe_events(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.purge_stripe_events(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_count integer;
+begin
+  delete from private.stripe_events
+  where outcome in ('processed', 'ignored')
+    and received_at < p_now - (private.setting('stripe_event_retention') #>> '{}')::interval;
+  get diagnostics v_count = row_count;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION purge_stripe_events(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.purge_stripe_events(p_now timestamp with time zone) IS 'Deletes handled Stripe events older than stripe_event_retention.';
+
+
+--
 -- Name: raise(text, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3427,6 +3942,34 @@ COMMENT ON FUNCTION private.receive_webhook(p_source text, p_receipt_id text) IS
 
 
 --
+-- Name: record_billing_customer(uuid, text, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text DEFAULT NULL::text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_customer text;
+begin
+  perform private.require_service_role('Only the billing functions record customers.');
+  insert into public.billing_accounts (organization_id, stripe_customer_id, email)
+  values (p_organization_id, p_customer_id, p_email)
+  on conflict (organization_id) do nothing;
+  select stripe_customer_id into v_customer from public.billing_accounts where organization_id = p_organization_id;
+  return v_customer;
+end
+$$;
+
+
+--
+-- Name: FUNCTION record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text) IS 'Stores an organization''s Stripe customer (the first one wins); returns the stored id.';
+
+
+--
 -- Name: record_email_event(text, text, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3470,6 +4013,25 @@ COMMENT ON FUNCTION private.record_email_event(p_provider_message_id text, p_eve
 
 
 --
+-- Name: record_invoice_pdf_failure(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_invoice_pdf_failure(p_invoice_id uuid) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update public.invoices set pdf_copy_attempts = pdf_copy_attempts + 1 where id = p_invoice_id
+$$;
+
+
+--
+-- Name: FUNCTION record_invoice_pdf_failure(p_invoice_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_invoice_pdf_failure(p_invoice_id uuid) IS 'Counts a failed copy of an invoice''s PDF (billing-invoice-pdfs).';
+
+
+--
 -- Name: record_organization_deletion(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3492,6 +4054,38 @@ $$;
 --
 
 COMMENT ON FUNCTION private.record_organization_deletion() IS 'Trigger: writes the tombstone and the organization.deleted event of a deleted organization.';
+
+
+--
+-- Name: record_stripe_event(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_stripe_event(p_event jsonb) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_outcome text;
+begin
+  perform private.require_service_role('Only stripe-webhook records Stripe events.');
+  insert into private.stripe_events (id, type, object_id, api_version, livemode, stripe_created, payload)
+  values (p_event ->> 'id', p_event ->> 'type', p_event #>> '{data,object,id}', p_event ->> 'api_version',
+          coalesce((p_event ->> 'livemode')::boolean, false), private.stripe_time(p_event ->> 'created'), p_event)
+  on conflict (id) do nothing;
+  if found then
+    return 'new';
+  end if;
+  select outcome into v_outcome from private.stripe_events where id = p_event ->> 'id';
+  return case when v_outcome in ('processed', 'ignored') then 'done' else 'pending' end;
+end
+$$;
+
+
+--
+-- Name: FUNCTION record_stripe_event(p_event jsonb); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_stripe_event(p_event jsonb) IS 'Stores a verified Stripe event once; new, pending (a retry) or done (a replay).';
 
 
 --
@@ -3741,6 +4335,8 @@ begin
     select op.organization_id, op.plan_key, op.period_end, p.period
     from public.organization_plans op join public.credit_plans p on p.key = op.plan_key
     where op.period_end <= p_now
+      and not exists (select 1 from public.subscriptions s where s.organization_id = op.organization_id
+                      and s.status in ('active', 'trialing', 'past_due', 'unpaid', 'incomplete', 'paused'))
     order by op.period_end
     limit p_limit
     for update of op skip locked
@@ -3762,7 +4358,7 @@ $$;
 -- Name: FUNCTION renew_credit_periods(p_now timestamp with time zone, p_limit integer); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) IS 'Starts the next billing period of organizations whose period ended (pg_cron, every 5 minutes); returns how many it renewed.';
+COMMENT ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) IS 'Starts the next billing period of organizations whose period ended and that no live Stripe subscription bills (pg_cron, every 5 minutes); returns how many it renewed.';
 
 
 --
@@ -3817,6 +4413,27 @@ $$;
 --
 
 COMMENT ON FUNCTION private.requeue_event(p_consumer text, p_event_id bigint, p_now timestamp with time zone) IS 'An operator revives a dead delivery; false when it was not dead.';
+
+
+--
+-- Name: require_billing_manager(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.require_billing_manager(p_organization_id uuid) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  return private.authorize(p_organization_id, '{owner,admin,billing}');
+end
+$$;
+
+
+--
+-- Name: FUNCTION require_billing_manager(p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.require_billing_manager(p_organization_id uuid) IS 'Raises not_authorized unless the caller is the service role or an owner, admin or billing member.';
 
 
 --
@@ -4086,6 +4703,46 @@ COMMENT ON FUNCTION private.run_job(p_name text, p_now timestamp with time zone)
 
 
 --
+-- Name: set_billing_standing(uuid, public.billing_standing, jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.set_billing_standing(p_organization_id uuid, p_standing public.billing_standing, p_detail jsonb, p_now timestamp with time zone) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_before public.billing_accounts;
+  v_pools text[];
+begin
+  select * into v_before from public.billing_accounts where organization_id = p_organization_id for update;
+  if v_before.organization_id is null or v_before.standing = p_standing then
+    return false;
+  end if;
+  update public.billing_accounts set
+    standing = p_standing,
+    past_due_since = case p_standing when 'good' then null else coalesce(v_before.past_due_since, p_now) end,
+    suspended_at = case p_standing when 'suspended' then p_now end
+  where organization_id = p_organization_id;
+  if p_standing = 'suspended' or v_before.standing = 'suspended' then
+    select array_agg(key order by key) into v_pools from public.credit_pools;
+    perform private.close_credit_pools(p_organization_id, private.open_credit_pools(p_organization_id, v_pools, p_now), p_now);
+  end if;
+  perform private.append_domain_event(p_organization_id,
+    case p_standing when 'good' then 'billing.restored' when 'past_due' then 'billing.payment_failed' else 'billing.suspended' end,
+    coalesce(p_detail, '{}'::jsonb) || jsonb_build_object('from', v_before.standing, 'to', p_standing));
+  return true;
+end
+$$;
+
+
+--
+-- Name: FUNCTION set_billing_standing(p_organization_id uuid, p_standing public.billing_standing, p_detail jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.set_billing_standing(p_organization_id uuid, p_standing public.billing_standing, p_detail jsonb, p_now timestamp with time zone) IS 'Moves an organization''s billing standing (good, past_due, suspended) with its event; suspending and restoring recompute its pools.';
+
+
+--
 -- Name: set_credit_low_threshold(uuid, text, bigint); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4248,10 +4905,10 @@ COMMENT ON FUNCTION private.start_organization_on_starter() IS 'Trigger: puts a 
 
 
 --
--- Name: start_plan_period(uuid, text, timestamp with time zone, timestamp with time zone, boolean); Type: FUNCTION; Schema: private; Owner: -
+-- Name: start_plan_period(uuid, text, timestamp with time zone, timestamp with time zone, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean DEFAULT true) RETURNS void
+CREATE FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean DEFAULT true, p_period_end timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -4262,7 +4919,7 @@ declare
   v_allocation record;
 begin
   select * into v_plan from public.credit_plans where key = p_plan_key;
-  v_period_end := p_period_start + v_plan.period;
+  v_period_end := coalesce(p_period_end, p_period_start + v_plan.period);
 
   insert into public.organization_plans (organization_id, plan_key, period_start, period_end)
   values (p_organization_id, p_plan_key, p_period_start, v_period_end)
@@ -4304,10 +4961,91 @@ $$;
 
 
 --
--- Name: FUNCTION start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean); Type: COMMENT; Schema: private; Owner: -
+-- Name: FUNCTION start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean) IS 'Starts a billing period on a plan: expires the old allocation, grants the new one (unless p_grant_allocation is false), resets thresholds.';
+COMMENT ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone) IS 'Starts a billing period on a plan: expires the old allocation, grants the new one (unless p_grant_allocation is false) until p_period_end (default: start + the plan''s period), resets thresholds.';
+
+
+--
+-- Name: stripe_id(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.stripe_id(p_field jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case jsonb_typeof(p_field) when 'string' then p_field #>> '{}' when 'object' then p_field ->> 'id' end
+$$;
+
+
+--
+-- Name: FUNCTION stripe_id(p_field jsonb); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.stripe_id(p_field jsonb) IS 'The id of a Stripe expandable field (an id or an expanded object).';
+
+
+--
+-- Name: stripe_invoice_price_line(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.stripe_invoice_price_line(p_invoice jsonb) RETURNS TABLE(price_id text, period_start timestamp with time zone, period_end timestamp with time zone)
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(private.stripe_id(l -> 'pricing' -> 'price_details' -> 'price'), private.stripe_id(l -> 'price')),
+         private.stripe_time(l #>> '{period,start}'), private.stripe_time(l #>> '{period,end}')
+  from jsonb_array_elements(coalesce(p_invoice #> '{lines,data}', '[]')) as l
+  where coalesce(private.stripe_id(l -> 'pricing' -> 'price_details' -> 'price'), private.stripe_id(l -> 'price')) is not null
+  limit 1
+$$;
+
+
+--
+-- Name: FUNCTION stripe_invoice_price_line(p_invoice jsonb); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.stripe_invoice_price_line(p_invoice jsonb) IS 'The first priced line of a Stripe invoice: price and period.';
+
+
+--
+-- Name: stripe_invoice_subscription(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.stripe_invoice_subscription(p_invoice jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(private.stripe_id(p_invoice #> '{parent,subscription_details,subscription}'),
+                  private.stripe_id(p_invoice -> 'subscription'))
+$$;
+
+
+--
+-- Name: FUNCTION stripe_invoice_subscription(p_invoice jsonb); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.stripe_invoice_subscription(p_invoice jsonb) IS 'The subscription a Stripe invoice bills, or null.';
+
+
+--
+-- Name: stripe_time(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.stripe_time(p_epoch text) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case when p_epoch is null or p_epoch = '' then null else to_timestamp(p_epoch::bigint) end
+$$;
+
+
+--
+-- Name: FUNCTION stripe_time(p_epoch text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.stripe_time(p_epoch text) IS 'A Stripe timestamp (seconds since the epoch, as text) as timestamptz.';
 
 
 --
@@ -4422,6 +5160,222 @@ $$;
 --
 
 COMMENT ON FUNCTION private.sync_profile_from_auth_user() IS 'Trigger on auth.users: creates the profile and keeps email, name and avatar in sync.';
+
+
+--
+-- Name: sync_stripe_customer(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sync_stripe_customer(p_customer jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_org uuid := private.organization_of_customer(p_customer ->> 'id');
+  v_default text := private.stripe_id(p_customer #> '{invoice_settings,default_payment_method}');
+begin
+  perform private.require_service_role('Only stripe-webhook applies Stripe state.');
+  if v_org is null then
+    return 'ignored';
+  end if;
+  update public.billing_accounts set email = p_customer ->> 'email', default_payment_method_id = v_default
+  where organization_id = v_org;
+  update public.payment_methods set is_default = (stripe_payment_method_id is not distinct from v_default), synced_at = p_now
+  where organization_id = v_org and is_default <> (stripe_payment_method_id is not distinct from v_default);
+  return 'processed';
+end
+$$;
+
+
+--
+-- Name: FUNCTION sync_stripe_customer(p_customer jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.sync_stripe_customer(p_customer jsonb, p_now timestamp with time zone) IS 'Mirrors a Stripe customer''s email and default payment method.';
+
+
+--
+-- Name: sync_stripe_invoice(jsonb, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sync_stripe_invoice(p_invoice jsonb, p_payment_failed boolean DEFAULT false, p_now timestamp with time zone DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_org uuid := private.organization_of_customer(private.stripe_id(p_invoice -> 'customer'));
+  v_subscription text := private.stripe_invoice_subscription(p_invoice);
+  v_line record;
+  v_plan text;
+  v_status public.invoice_status := (p_invoice ->> 'status')::public.invoice_status;
+  v_period_end timestamptz;
+  v_superseded boolean;
+begin
+  perform private.require_service_role('Only stripe-webhook applies Stripe state.');
+  if v_org is null then
+    return 'ignored';
+  end if;
+  select * into v_line from private.stripe_invoice_price_line(p_invoice);
+  insert into public.invoices (organization_id, stripe_invoice_id, stripe_subscription_id, number, status, billing_reason,
+    currency, subtotal, tax, total, amount_due, amount_paid, amount_remaining, period_start, period_end,
+    hosted_invoice_url, invoice_pdf_url, attempt_count, next_payment_attempt, paid_at, stripe_created, synced_at)
+  values (v_org, p_invoice ->> 'id', v_subscription, p_invoice ->> 'number', v_status, p_invoice ->> 'billing_reason',
+    lower(p_invoice ->> 'currency'), coalesce((p_invoice ->> 'subtotal')::bigint, 0),
+    coalesce((p_invoice ->> 'tax')::bigint, (select sum((t ->> 'amount')::bigint) from jsonb_array_elements(p_invoice -> 'total_taxes') t)),
+    coalesce((p_invoice ->> 'total')::bigint, 0), coalesce((p_invoice ->> 'amount_due')::bigint, 0),
+    coalesce((p_invoice ->> 'amount_paid')::bigint, 0), coalesce((p_invoice ->> 'amount_remaining')::bigint, 0),
+    v_line.period_start, v_line.period_end, p_invoice ->> 'hosted_invoice_url', p_invoice ->> 'invoice_pdf',
+    coalesce((p_invoice ->> 'attempt_count')::integer, 0), private.stripe_time(p_invoice ->> 'next_payment_attempt'),
+    private.stripe_time(p_invoice #>> '{status_transitions,paid_at}'), private.stripe_time(p_invoice ->> 'created'), p_now)
+  on conflict (stripe_invoice_id) do update set
+    number = excluded.number, status = excluded.status, billing_reason = excluded.billing_reason,
+    subtotal = excluded.subtotal, tax = excluded.tax, total = excluded.total, amount_due = excluded.amount_due,
+    amount_paid = excluded.amount_paid, amount_remaining = excluded.amount_remaining,
+    period_start = excluded.period_start, period_end = excluded.period_end,
+    hosted_invoice_url = excluded.hosted_invoice_url, invoice_pdf_url = excluded.invoice_pdf_url,
+    attempt_count = excluded.attempt_count, next_payment_attempt = excluded.next_payment_attempt,
+    paid_at = excluded.paid_at, synced_at = excluded.synced_at;
+
+  if v_status = 'paid' then
+    v_plan := (select key from public.credit_plans where stripe_price_id = v_line.price_id);
+    if v_subscription is not null and v_plan is not null and v_line.period_start is not null then
+      -- A proration pays to the subscription's period end; a full period to the line's end.
+      v_period_end := greatest(v_line.period_end, (select current_period_end from public.subscriptions where stripe_subscription_id = v_subscription));
+      -- An invoice of an older period arriving after a newer one's is recorded, not applied: its
+      -- period is over, and applying it would expire the current allocation.
+      v_superseded := exists (select 1 from private.billing_invoice_grants g
+                              where g.organization_id = v_org and g.period_start > v_line.period_start);
+      insert into private.billing_invoice_grants (stripe_invoice_id, organization_id, plan_key, period_start, period_end)
+      values (p_invoice ->> 'id', v_org, v_plan, v_line.period_start, coalesce(v_period_end, v_line.period_end))
+      on conflict (stripe_invoice_id) do nothing;
+      if found and not v_superseded then
+        perform private.start_plan_period(v_org, v_plan, v_line.period_start, p_now, true, coalesce(v_period_end, v_line.period_end));
+        perform private.append_domain_event(v_org, 'billing.allocation_granted',
+          jsonb_build_object('invoice', p_invoice ->> 'id', 'plan', v_plan, 'period_start', v_line.period_start, 'period_end', coalesce(v_period_end, v_line.period_end)));
+      end if;
+    end if;
+    -- Good standing again once no invoice whose payment failed is still open (an older paid
+    -- invoice arriving late does not lift a newer failure).
+    if not exists (select 1 from public.invoices i where i.organization_id = v_org and i.status = 'open' and i.attempt_count > 0) then
+      perform private.set_billing_standing(v_org, 'good', jsonb_build_object('invoice', p_invoice ->> 'id'), p_now);
+    end if;
+  elsif p_payment_failed and v_status = 'open' then
+    if (select standing from public.billing_accounts where organization_id = v_org) = 'good' then
+      perform private.set_billing_standing(v_org, 'past_due', jsonb_build_object(
+        'invoice', p_invoice ->> 'id', 'number', p_invoice ->> 'number', 'amount', coalesce((p_invoice ->> 'amount_due')::bigint, 0),
+        'currency', lower(p_invoice ->> 'currency'), 'hosted_invoice_url', p_invoice ->> 'hosted_invoice_url',
+        'next_payment_attempt', private.stripe_time(p_invoice ->> 'next_payment_attempt')), p_now);
+    end if;
+  end if;
+  return 'processed';
+end
+$$;
+
+
+--
+-- Name: FUNCTION sync_stripe_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.sync_stripe_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone) IS 'Mirrors a Stripe invoice; paid: its plan period granted once and good standing; a failed payment: past due.';
+
+
+--
+-- Name: sync_stripe_payment_method(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sync_stripe_payment_method(p_method jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_org uuid := private.organization_of_customer(private.stripe_id(p_method -> 'customer'));
+begin
+  perform private.require_service_role('Only stripe-webhook applies Stripe state.');
+  if v_org is null then
+    delete from public.payment_methods where stripe_payment_method_id = p_method ->> 'id';
+    return case when found then 'processed' else 'ignored' end;
+  end if;
+  insert into public.payment_methods (organization_id, stripe_payment_method_id, type, brand, last4, exp_month, exp_year, is_default, synced_at)
+  values (v_org, p_method ->> 'id', coalesce(p_method ->> 'type', 'card'), p_method #>> '{card,brand}', p_method #>> '{card,last4}',
+          (p_method #>> '{card,exp_month}')::integer, (p_method #>> '{card,exp_year}')::integer,
+          coalesce((select default_payment_method_id from public.billing_accounts where organization_id = v_org) = p_method ->> 'id', false), p_now)
+  on conflict (stripe_payment_method_id) do update set
+    organization_id = excluded.organization_id, type = excluded.type, brand = excluded.brand, last4 = excluded.last4,
+    exp_month = excluded.exp_month, exp_year = excluded.exp_year, is_default = excluded.is_default, synced_at = excluded.synced_at;
+  return 'processed';
+end
+$$;
+
+
+--
+-- Name: FUNCTION sync_stripe_payment_method(p_method jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.sync_stripe_payment_method(p_method jsonb, p_now timestamp with time zone) IS 'Mirrors a Stripe payment method (brand, last four, expiry, default), or forgets a detached one.';
+
+
+--
+-- Name: sync_stripe_subscription(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sync_stripe_subscription(p_subscription jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_org uuid := private.organization_of_customer(private.stripe_id(p_subscription -> 'customer'));
+  v_item jsonb := p_subscription #> '{items,data,0}';
+  v_price text := private.stripe_id(v_item -> 'price');
+  v_plan text := (select key from public.credit_plans where stripe_price_id = v_price);
+  v_status public.subscription_status := (p_subscription ->> 'status')::public.subscription_status;
+  v_start timestamptz := coalesce(private.stripe_time(v_item ->> 'current_period_start'), private.stripe_time(p_subscription ->> 'current_period_start'));
+  v_end timestamptz := coalesce(private.stripe_time(v_item ->> 'current_period_end'), private.stripe_time(p_subscription ->> 'current_period_end'));
+  v_current text;
+  v_before public.subscriptions;
+begin
+  perform private.require_service_role('Only stripe-webhook applies Stripe state.');
+  if v_org is null then
+    return 'ignored';
+  end if;
+  select * into v_before from public.subscriptions where stripe_subscription_id = p_subscription ->> 'id';
+  insert into public.subscriptions (organization_id, stripe_subscription_id, stripe_price_id, plan_key, status,
+    current_period_start, current_period_end, cancel_at_period_end, canceled_at, ended_at, stripe_created, synced_at)
+  values (v_org, p_subscription ->> 'id', v_price, v_plan, v_status, v_start, v_end,
+    coalesce((p_subscription ->> 'cancel_at_period_end')::boolean, false), private.stripe_time(p_subscription ->> 'canceled_at'),
+    private.stripe_time(p_subscription ->> 'ended_at'), private.stripe_time(p_subscription ->> 'created'), p_now)
+  on conflict (stripe_subscription_id) do update set
+    stripe_price_id = excluded.stripe_price_id, plan_key = excluded.plan_key, status = excluded.status,
+    current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
+    cancel_at_period_end = excluded.cancel_at_period_end, canceled_at = excluded.canceled_at,
+    ended_at = excluded.ended_at, synced_at = excluded.synced_at;
+
+  select plan_key into v_current from public.organization_plans where organization_id = v_org for update;
+  if v_status in ('active', 'trialing', 'past_due') and v_plan is not null and v_current is distinct from v_plan then
+    perform private.start_plan_period(v_org, v_plan, coalesce(v_start, p_now), p_now, false, v_end);
+    perform private.append_domain_event(v_org, 'billing.plan_changed',
+      jsonb_build_object('from', v_current, 'to', v_plan, 'subscription', p_subscription ->> 'id'));
+  elsif v_status in ('canceled', 'unpaid', 'incomplete_expired') and v_current is distinct from 'starter'
+        and v_current = v_plan
+        and not exists (select 1 from public.subscriptions s where s.organization_id = v_org
+                        and s.stripe_subscription_id <> p_subscription ->> 'id' and s.status in ('active', 'trialing', 'past_due')) then
+    perform private.start_plan_period(v_org, 'starter', p_now, p_now, true);
+    perform private.append_domain_event(v_org, 'billing.plan_changed',
+      jsonb_build_object('from', v_current, 'to', 'starter', 'subscription', p_subscription ->> 'id'));
+  end if;
+  if v_before.status is distinct from v_status then
+    perform private.append_domain_event(v_org, 'billing.subscription_' || v_status::text,
+      jsonb_build_object('subscription', p_subscription ->> 'id', 'from', v_before.status, 'plan', v_plan));
+  end if;
+  return 'processed';
+end
+$$;
+
+
+--
+-- Name: FUNCTION sync_stripe_subscription(p_subscription jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.sync_stripe_subscription(p_subscription jsonb, p_now timestamp with time zone) IS 'Mirrors a Stripe subscription; a live one puts the organization on its plan, an ended one back on starter.';
 
 
 --
@@ -4990,6 +5944,69 @@ COMMENT ON FUNCTION public.update_member_role(p_organization_id uuid, p_user_id 
 
 
 --
+-- Name: billing_invoice_grants; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.billing_invoice_grants (
+    stripe_invoice_id text NOT NULL,
+    organization_id uuid NOT NULL,
+    plan_key text NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    period_end timestamp with time zone NOT NULL,
+    granted_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: TABLE billing_invoice_grants; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.billing_invoice_grants IS 'The paid invoices that granted a plan period''s allocation: each once.';
+
+
+--
+-- Name: COLUMN billing_invoice_grants.stripe_invoice_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.billing_invoice_grants.stripe_invoice_id IS 'The invoice.';
+
+
+--
+-- Name: COLUMN billing_invoice_grants.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.billing_invoice_grants.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN billing_invoice_grants.plan_key; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.billing_invoice_grants.plan_key IS 'The plan whose allocation it granted.';
+
+
+--
+-- Name: COLUMN billing_invoice_grants.period_start; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.billing_invoice_grants.period_start IS 'The period''s start.';
+
+
+--
+-- Name: COLUMN billing_invoice_grants.period_end; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.billing_invoice_grants.period_end IS 'Its end.';
+
+
+--
+-- Name: COLUMN billing_invoice_grants.granted_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.billing_invoice_grants.granted_at IS 'When.';
+
+
+--
 -- Name: credit_idempotency_keys; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -5007,6 +6024,139 @@ CREATE TABLE private.credit_idempotency_keys (
 --
 
 COMMENT ON TABLE private.credit_idempotency_keys IS 'consume_credits_rpc idempotency keys with the first call''s result; kept 7 days (at least 24 hours are promised).';
+
+
+--
+-- Name: credit_pack_purchases; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.credit_pack_purchases (
+    checkout_session_id text NOT NULL,
+    organization_id uuid NOT NULL,
+    pack_key text NOT NULL,
+    pool_key text NOT NULL,
+    credits bigint NOT NULL,
+    quantity integer NOT NULL,
+    amount_paid bigint NOT NULL,
+    currency text NOT NULL,
+    payment_intent_id text,
+    grant_id uuid NOT NULL,
+    refunded_amount bigint DEFAULT 0 NOT NULL,
+    credits_revoked bigint DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT credit_pack_purchases_amount_paid_check CHECK ((amount_paid >= 0)),
+    CONSTRAINT credit_pack_purchases_check CHECK (((credits_revoked >= 0) AND (credits_revoked <= credits))),
+    CONSTRAINT credit_pack_purchases_checkout_session_id_check CHECK ((checkout_session_id ~ '^cs_[A-Za-z0-9_]{1,100}$'::text)),
+    CONSTRAINT credit_pack_purchases_credits_check CHECK ((credits > 0)),
+    CONSTRAINT credit_pack_purchases_quantity_check CHECK (((quantity >= 1) AND (quantity <= 100))),
+    CONSTRAINT credit_pack_purchases_refunded_amount_check CHECK ((refunded_amount >= 0))
+);
+
+
+--
+-- Name: TABLE credit_pack_purchases; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.credit_pack_purchases IS 'One row per paid pack checkout (its session id makes the grant happen once); refunds take back unused credits.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.checkout_session_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.checkout_session_id IS 'The Checkout session that paid.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.pack_key; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.pack_key IS 'The pack bought.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.pool_key; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.pool_key IS 'The pool credited.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.credits; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.credits IS 'The credits granted (pack credits times quantity).';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.quantity; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.quantity IS 'How many packs.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.amount_paid; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.amount_paid IS 'What was paid, in minor units.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.currency; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.currency IS 'In what currency.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.payment_intent_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.payment_intent_id IS 'The payment (refunds name its charge).';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.grant_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.grant_id IS 'The purchase grant.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.refunded_amount; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.refunded_amount IS 'How much of the payment was refunded.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.credits_revoked; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.credits_revoked IS 'How many credits refunds took back.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.created_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.created_at IS 'When the credits were granted.';
+
+
+--
+-- Name: COLUMN credit_pack_purchases.updated_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.credit_pack_purchases.updated_at IS 'When a refund last changed it.';
 
 
 --
@@ -5877,6 +7027,122 @@ COMMENT ON COLUMN private.settings.updated_at IS 'When it last changed.';
 
 
 --
+-- Name: stripe_events; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.stripe_events (
+    id text NOT NULL,
+    type text NOT NULL,
+    object_id text,
+    api_version text,
+    livemode boolean DEFAULT false NOT NULL,
+    stripe_created timestamp with time zone NOT NULL,
+    payload jsonb NOT NULL,
+    outcome text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    processed_at timestamp with time zone,
+    CONSTRAINT stripe_events_id_check CHECK ((id ~ '^evt_[A-Za-z0-9_]{1,100}$'::text)),
+    CONSTRAINT stripe_events_last_error_check CHECK ((char_length(last_error) <= 2000)),
+    CONSTRAINT stripe_events_object_id_check CHECK ((char_length(object_id) <= 100)),
+    CONSTRAINT stripe_events_outcome_check CHECK ((outcome = ANY (ARRAY['pending'::text, 'processed'::text, 'ignored'::text, 'failed'::text]))),
+    CONSTRAINT stripe_events_type_check CHECK ((char_length(type) <= 100))
+);
+
+
+--
+-- Name: TABLE stripe_events; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.stripe_events IS 'Every Stripe event the webhook verified, once by its id: what it was, and how handling it went.';
+
+
+--
+-- Name: COLUMN stripe_events.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.id IS 'The event.';
+
+
+--
+-- Name: COLUMN stripe_events.type; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.type IS 'Its type (invoice.paid, ...).';
+
+
+--
+-- Name: COLUMN stripe_events.object_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.object_id IS 'The id of the object it is about.';
+
+
+--
+-- Name: COLUMN stripe_events.api_version; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.api_version IS 'The API version it was rendered in.';
+
+
+--
+-- Name: COLUMN stripe_events.livemode; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.livemode IS 'Live or test mode.';
+
+
+--
+-- Name: COLUMN stripe_events.stripe_created; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.stripe_created IS 'When Stripe made it.';
+
+
+--
+-- Name: COLUMN stripe_events.payload; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.payload IS 'The event as received.';
+
+
+--
+-- Name: COLUMN stripe_events.outcome; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.outcome IS 'pending, processed, ignored (a type or object we do not handle) or failed (retried by Stripe).';
+
+
+--
+-- Name: COLUMN stripe_events.attempts; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.attempts IS 'How many deliveries were handled.';
+
+
+--
+-- Name: COLUMN stripe_events.last_error; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.last_error IS 'The last failure.';
+
+
+--
+-- Name: COLUMN stripe_events.received_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.received_at IS 'When it first arrived.';
+
+
+--
+-- Name: COLUMN stripe_events.processed_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.stripe_events.processed_at IS 'When it was handled.';
+
+
+--
 -- Name: webhook_receipts; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -5915,6 +7181,98 @@ COMMENT ON COLUMN private.webhook_receipts.receipt_id IS 'The delivery''s id (sv
 --
 
 COMMENT ON COLUMN private.webhook_receipts.received_at IS 'When it first arrived.';
+
+
+--
+-- Name: billing_accounts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.billing_accounts (
+    organization_id uuid NOT NULL,
+    stripe_customer_id text NOT NULL,
+    email text,
+    default_payment_method_id text,
+    standing public.billing_standing DEFAULT 'good'::public.billing_standing NOT NULL,
+    past_due_since timestamp with time zone,
+    suspended_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT billing_accounts_check CHECK (((standing = 'good'::public.billing_standing) = (past_due_since IS NULL))),
+    CONSTRAINT billing_accounts_check1 CHECK (((standing = 'suspended'::public.billing_standing) = (suspended_at IS NOT NULL))),
+    CONSTRAINT billing_accounts_default_payment_method_id_check CHECK ((char_length(default_payment_method_id) <= 100)),
+    CONSTRAINT billing_accounts_email_check CHECK ((char_length(email) <= 320)),
+    CONSTRAINT billing_accounts_stripe_customer_id_check CHECK ((stripe_customer_id ~ '^cus_[A-Za-z0-9_]{1,64}$'::text))
+);
+
+
+--
+-- Name: TABLE billing_accounts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.billing_accounts IS 'One Stripe customer per organization, created on first need, and the organization''s standing (dunning).';
+
+
+--
+-- Name: COLUMN billing_accounts.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN billing_accounts.stripe_customer_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.stripe_customer_id IS 'Its Stripe customer.';
+
+
+--
+-- Name: COLUMN billing_accounts.email; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.email IS 'The customer''s billing email, as Stripe has it.';
+
+
+--
+-- Name: COLUMN billing_accounts.default_payment_method_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.default_payment_method_id IS 'The customer''s default payment method in Stripe (invoice_settings.default_payment_method).';
+
+
+--
+-- Name: COLUMN billing_accounts.standing; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.standing IS 'good, past_due or suspended.';
+
+
+--
+-- Name: COLUMN billing_accounts.past_due_since; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.past_due_since IS 'When the payment that put it past due failed.';
+
+
+--
+-- Name: COLUMN billing_accounts.suspended_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.suspended_at IS 'When its consumption was suspended.';
+
+
+--
+-- Name: COLUMN billing_accounts.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.created_at IS 'When the customer was created.';
+
+
+--
+-- Name: COLUMN billing_accounts.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.billing_accounts.updated_at IS 'When this row last changed.';
 
 
 --
@@ -6664,6 +8022,124 @@ ALTER TABLE public.credit_overages ALTER COLUMN id ADD GENERATED ALWAYS AS IDENT
 
 
 --
+-- Name: credit_packs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.credit_packs (
+    key text NOT NULL,
+    name text NOT NULL,
+    pool_key text NOT NULL,
+    credits bigint NOT NULL,
+    price_amount bigint NOT NULL,
+    price_currency text NOT NULL,
+    stripe_lookup_key text NOT NULL,
+    stripe_price_id text,
+    is_active boolean DEFAULT true NOT NULL,
+    sort_order integer DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT credit_packs_credits_check CHECK (((credits >= 1) AND (credits <= 1000000000))),
+    CONSTRAINT credit_packs_key_check CHECK ((key ~ '^[a-z][a-z0-9_]{0,31}$'::text)),
+    CONSTRAINT credit_packs_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 100))),
+    CONSTRAINT credit_packs_price_amount_check CHECK (((price_amount >= 1) AND (price_amount <= 100000000))),
+    CONSTRAINT credit_packs_price_currency_check CHECK ((price_currency ~ '^[a-z]{3}$'::text)),
+    CONSTRAINT credit_packs_stripe_lookup_key_check CHECK ((stripe_lookup_key ~ '^[a-z0-9_]{1,64}$'::text)),
+    CONSTRAINT credit_packs_stripe_price_id_check CHECK ((stripe_price_id ~ '^price_[A-Za-z0-9_]{1,64}$'::text))
+);
+
+
+--
+-- Name: TABLE credit_packs; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.credit_packs IS 'Credits an organization buys outright, once: a Stripe one-time price per pack. Purchased credits are drawn last and survive a suspension.';
+
+
+--
+-- Name: COLUMN credit_packs.key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.key IS 'Stable identifier (ai_1000, ...).';
+
+
+--
+-- Name: COLUMN credit_packs.name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.name IS 'Display name.';
+
+
+--
+-- Name: COLUMN credit_packs.pool_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.pool_key IS 'The pool the credits go to.';
+
+
+--
+-- Name: COLUMN credit_packs.credits; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.credits IS 'How many credits one pack adds.';
+
+
+--
+-- Name: COLUMN credit_packs.price_amount; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.price_amount IS 'Its price, in minor units of price_currency.';
+
+
+--
+-- Name: COLUMN credit_packs.price_currency; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.price_currency IS 'The price''s currency (ISO 4217, lower case).';
+
+
+--
+-- Name: COLUMN credit_packs.stripe_lookup_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.stripe_lookup_key IS 'The lookup key of its one-time Stripe price.';
+
+
+--
+-- Name: COLUMN credit_packs.stripe_price_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.stripe_price_id IS 'Its one-time Stripe price in this project''s account; null until set up.';
+
+
+--
+-- Name: COLUMN credit_packs.is_active; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.is_active IS 'Inactive packs are not sold.';
+
+
+--
+-- Name: COLUMN credit_packs.sort_order; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.sort_order IS 'Display order.';
+
+
+--
+-- Name: COLUMN credit_packs.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.created_at IS 'When the pack was added.';
+
+
+--
+-- Name: COLUMN credit_packs.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_packs.updated_at IS 'When it last changed.';
+
+
+--
 -- Name: credit_plan_allocations; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -6733,9 +8209,17 @@ CREATE TABLE public.credit_plans (
     is_free boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    stripe_lookup_key text,
+    stripe_price_id text,
+    price_amount bigint,
+    price_currency text,
     CONSTRAINT credit_plans_key_check CHECK ((key ~ '^[a-z][a-z0-9_]{0,31}$'::text)),
     CONSTRAINT credit_plans_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 100))),
-    CONSTRAINT credit_plans_period_check CHECK ((period >= '1 day'::interval))
+    CONSTRAINT credit_plans_period_check CHECK ((period >= '1 day'::interval)),
+    CONSTRAINT credit_plans_price_amount_check CHECK (((price_amount >= 0) AND (price_amount <= 100000000))),
+    CONSTRAINT credit_plans_price_currency_check CHECK ((price_currency ~ '^[a-z]{3}$'::text)),
+    CONSTRAINT credit_plans_stripe_lookup_key_check CHECK ((stripe_lookup_key ~ '^[a-z0-9_]{1,64}$'::text)),
+    CONSTRAINT credit_plans_stripe_price_id_check CHECK ((stripe_price_id ~ '^price_[A-Za-z0-9_]{1,64}$'::text))
 );
 
 
@@ -6800,6 +8284,34 @@ COMMENT ON COLUMN public.credit_plans.created_at IS 'When the plan was added.';
 --
 
 COMMENT ON COLUMN public.credit_plans.updated_at IS 'When the plan last changed.';
+
+
+--
+-- Name: COLUMN credit_plans.stripe_lookup_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_plans.stripe_lookup_key IS 'The lookup key of the plan''s recurring Stripe price (npm run stripe:prices finds or creates it).';
+
+
+--
+-- Name: COLUMN credit_plans.stripe_price_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_plans.stripe_price_id IS 'The plan''s recurring Stripe price in this project''s account; null until set up. Subscriptions to it put an organization on the plan.';
+
+
+--
+-- Name: COLUMN credit_plans.price_amount; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_plans.price_amount IS 'Its price per period, in minor units of price_currency (what npm run stripe:prices creates).';
+
+
+--
+-- Name: COLUMN credit_plans.price_currency; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_plans.price_currency IS 'The price''s currency (ISO 4217, lower case).';
 
 
 --
@@ -7103,6 +8615,244 @@ COMMENT ON COLUMN public.file_contexts.max_bytes IS 'The largest file accepted.'
 
 
 --
+-- Name: invoices; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.invoices (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid NOT NULL,
+    stripe_invoice_id text NOT NULL,
+    stripe_subscription_id text,
+    number text,
+    status public.invoice_status NOT NULL,
+    billing_reason text,
+    currency text NOT NULL,
+    subtotal bigint DEFAULT 0 NOT NULL,
+    tax bigint,
+    total bigint DEFAULT 0 NOT NULL,
+    amount_due bigint DEFAULT 0 NOT NULL,
+    amount_paid bigint DEFAULT 0 NOT NULL,
+    amount_remaining bigint DEFAULT 0 NOT NULL,
+    period_start timestamp with time zone,
+    period_end timestamp with time zone,
+    hosted_invoice_url text,
+    invoice_pdf_url text,
+    pdf_file_id uuid,
+    pdf_copy_attempts integer DEFAULT 0 NOT NULL,
+    attempt_count integer DEFAULT 0 NOT NULL,
+    next_payment_attempt timestamp with time zone,
+    paid_at timestamp with time zone,
+    stripe_created timestamp with time zone NOT NULL,
+    synced_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT invoices_billing_reason_check CHECK ((char_length(billing_reason) <= 100)),
+    CONSTRAINT invoices_currency_check CHECK ((currency ~ '^[a-z]{3}$'::text)),
+    CONSTRAINT invoices_hosted_invoice_url_check CHECK ((char_length(hosted_invoice_url) <= 2000)),
+    CONSTRAINT invoices_invoice_pdf_url_check CHECK ((char_length(invoice_pdf_url) <= 2000)),
+    CONSTRAINT invoices_number_check CHECK ((char_length(number) <= 100)),
+    CONSTRAINT invoices_pdf_copy_attempts_check CHECK ((pdf_copy_attempts >= 0)),
+    CONSTRAINT invoices_stripe_invoice_id_check CHECK ((stripe_invoice_id ~ '^in_[A-Za-z0-9_]{1,64}$'::text))
+);
+
+
+--
+-- Name: TABLE invoices; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.invoices IS 'The organization''s Stripe invoices, as Stripe last said; a paid one''s PDF is kept in the private store.';
+
+
+--
+-- Name: COLUMN invoices.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.id IS 'The row.';
+
+
+--
+-- Name: COLUMN invoices.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN invoices.stripe_invoice_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.stripe_invoice_id IS 'The Stripe invoice.';
+
+
+--
+-- Name: COLUMN invoices.stripe_subscription_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.stripe_subscription_id IS 'The subscription it bills, if any.';
+
+
+--
+-- Name: COLUMN invoices.number; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.number IS 'Its number.';
+
+
+--
+-- Name: COLUMN invoices.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.status IS 'Stripe''s status.';
+
+
+--
+-- Name: COLUMN invoices.billing_reason; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.billing_reason IS 'Why it was made (subscription_create, subscription_cycle, manual, ...).';
+
+
+--
+-- Name: COLUMN invoices.currency; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.currency IS 'Its currency.';
+
+
+--
+-- Name: COLUMN invoices.subtotal; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.subtotal IS 'Before tax and discounts, in minor units.';
+
+
+--
+-- Name: COLUMN invoices.tax; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.tax IS 'Tax, in minor units, when computed.';
+
+
+--
+-- Name: COLUMN invoices.total; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.total IS 'The total, in minor units.';
+
+
+--
+-- Name: COLUMN invoices.amount_due; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.amount_due IS 'What is due, in minor units.';
+
+
+--
+-- Name: COLUMN invoices.amount_paid; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.amount_paid IS 'What was paid.';
+
+
+--
+-- Name: COLUMN invoices.amount_remaining; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.amount_remaining IS 'What is left to pay.';
+
+
+--
+-- Name: COLUMN invoices.period_start; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.period_start IS 'Start of the period it bills (its subscription line''s).';
+
+
+--
+-- Name: COLUMN invoices.period_end; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.period_end IS 'End of that period.';
+
+
+--
+-- Name: COLUMN invoices.hosted_invoice_url; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.hosted_invoice_url IS 'Stripe''s page for it.';
+
+
+--
+-- Name: COLUMN invoices.invoice_pdf_url; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.invoice_pdf_url IS 'Stripe''s PDF of it.';
+
+
+--
+-- Name: COLUMN invoices.pdf_file_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.pdf_file_id IS 'The PDF''s copy in the private store (context invoice), once a job fetched it.';
+
+
+--
+-- Name: COLUMN invoices.pdf_copy_attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.pdf_copy_attempts IS 'How often copying the PDF failed (the job gives up after 8, fresh invoices go first).';
+
+
+--
+-- Name: COLUMN invoices.attempt_count; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.attempt_count IS 'How many payment attempts were made.';
+
+
+--
+-- Name: COLUMN invoices.next_payment_attempt; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.next_payment_attempt IS 'When Stripe tries again.';
+
+
+--
+-- Name: COLUMN invoices.paid_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.paid_at IS 'When it was paid.';
+
+
+--
+-- Name: COLUMN invoices.stripe_created; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.stripe_created IS 'When Stripe created it.';
+
+
+--
+-- Name: COLUMN invoices.synced_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.synced_at IS 'When its state was last fetched from Stripe.';
+
+
+--
+-- Name: COLUMN invoices.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.created_at IS 'When the mirror first saw it.';
+
+
+--
+-- Name: COLUMN invoices.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.invoices.updated_at IS 'When the mirror last changed.';
+
+
+--
 -- Name: organization_invitations; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -7271,6 +9021,123 @@ COMMENT ON COLUMN public.organization_members.updated_at IS 'When the membership
 
 
 --
+-- Name: payment_methods; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.payment_methods (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid NOT NULL,
+    stripe_payment_method_id text NOT NULL,
+    type text NOT NULL,
+    brand text,
+    last4 text,
+    exp_month integer,
+    exp_year integer,
+    is_default boolean DEFAULT false NOT NULL,
+    synced_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT payment_methods_brand_check CHECK ((char_length(brand) <= 50)),
+    CONSTRAINT payment_methods_exp_month_check CHECK (((exp_month >= 1) AND (exp_month <= 12))),
+    CONSTRAINT payment_methods_exp_year_check CHECK (((exp_year >= 2000) AND (exp_year <= 2200))),
+    CONSTRAINT payment_methods_last4_check CHECK ((last4 ~ '^[0-9]{4}$'::text)),
+    CONSTRAINT payment_methods_stripe_payment_method_id_check CHECK ((stripe_payment_method_id ~ '^pm_[A-Za-z0-9_]{1,64}$'::text)),
+    CONSTRAINT payment_methods_type_check CHECK ((char_length(type) <= 50))
+);
+
+
+--
+-- Name: TABLE payment_methods; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.payment_methods IS 'The organization''s saved payment methods, as Stripe last said (never a full card number: brand, last four, expiry).';
+
+
+--
+-- Name: COLUMN payment_methods.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.id IS 'The row.';
+
+
+--
+-- Name: COLUMN payment_methods.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN payment_methods.stripe_payment_method_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.stripe_payment_method_id IS 'The Stripe payment method.';
+
+
+--
+-- Name: COLUMN payment_methods.type; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.type IS 'card, sepa_debit, ...';
+
+
+--
+-- Name: COLUMN payment_methods.brand; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.brand IS 'The card''s brand.';
+
+
+--
+-- Name: COLUMN payment_methods.last4; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.last4 IS 'Its last four digits.';
+
+
+--
+-- Name: COLUMN payment_methods.exp_month; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.exp_month IS 'Expiry month.';
+
+
+--
+-- Name: COLUMN payment_methods.exp_year; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.exp_year IS 'Expiry year.';
+
+
+--
+-- Name: COLUMN payment_methods.is_default; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.is_default IS 'Whether it is the customer''s default.';
+
+
+--
+-- Name: COLUMN payment_methods.synced_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.synced_at IS 'When it was last fetched from Stripe.';
+
+
+--
+-- Name: COLUMN payment_methods.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.created_at IS 'When the mirror first saw it.';
+
+
+--
+-- Name: COLUMN payment_methods.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.payment_methods.updated_at IS 'When the mirror last changed.';
+
+
+--
 -- Name: profiles; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -7336,11 +9203,171 @@ COMMENT ON COLUMN public.profiles.updated_at IS 'When the profile last changed.'
 
 
 --
+-- Name: subscriptions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.subscriptions (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid NOT NULL,
+    stripe_subscription_id text NOT NULL,
+    stripe_price_id text,
+    plan_key text,
+    status public.subscription_status NOT NULL,
+    current_period_start timestamp with time zone,
+    current_period_end timestamp with time zone,
+    cancel_at_period_end boolean DEFAULT false NOT NULL,
+    canceled_at timestamp with time zone,
+    ended_at timestamp with time zone,
+    stripe_created timestamp with time zone NOT NULL,
+    synced_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT subscriptions_stripe_subscription_id_check CHECK ((stripe_subscription_id ~ '^sub_[A-Za-z0-9_]{1,64}$'::text))
+);
+
+
+--
+-- Name: TABLE subscriptions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.subscriptions IS 'The organization''s Stripe subscriptions, as Stripe last said; a live one decides its plan.';
+
+
+--
+-- Name: COLUMN subscriptions.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.id IS 'The row.';
+
+
+--
+-- Name: COLUMN subscriptions.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN subscriptions.stripe_subscription_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.stripe_subscription_id IS 'The Stripe subscription.';
+
+
+--
+-- Name: COLUMN subscriptions.stripe_price_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.stripe_price_id IS 'The price subscribed to.';
+
+
+--
+-- Name: COLUMN subscriptions.plan_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.plan_key IS 'The plan of that price; null when the price is no plan''s.';
+
+
+--
+-- Name: COLUMN subscriptions.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.status IS 'Stripe''s status.';
+
+
+--
+-- Name: COLUMN subscriptions.current_period_start; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.current_period_start IS 'Start of the period paid (or being paid) for.';
+
+
+--
+-- Name: COLUMN subscriptions.current_period_end; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.current_period_end IS 'Its end.';
+
+
+--
+-- Name: COLUMN subscriptions.cancel_at_period_end; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.cancel_at_period_end IS 'Whether it ends at the end of the period.';
+
+
+--
+-- Name: COLUMN subscriptions.canceled_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.canceled_at IS 'When it was canceled.';
+
+
+--
+-- Name: COLUMN subscriptions.ended_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.ended_at IS 'When it ended.';
+
+
+--
+-- Name: COLUMN subscriptions.stripe_created; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.stripe_created IS 'When Stripe created it.';
+
+
+--
+-- Name: COLUMN subscriptions.synced_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.synced_at IS 'When its state was last fetched from Stripe.';
+
+
+--
+-- Name: COLUMN subscriptions.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.created_at IS 'When the mirror first saw it.';
+
+
+--
+-- Name: COLUMN subscriptions.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.subscriptions.updated_at IS 'When the mirror last changed.';
+
+
+--
+-- Name: billing_invoice_grants billing_invoice_grants_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.billing_invoice_grants
+    ADD CONSTRAINT billing_invoice_grants_pkey PRIMARY KEY (stripe_invoice_id);
+
+
+--
 -- Name: credit_idempotency_keys credit_idempotency_keys_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
 ALTER TABLE ONLY private.credit_idempotency_keys
     ADD CONSTRAINT credit_idempotency_keys_pkey PRIMARY KEY (organization_id, key);
+
+
+--
+-- Name: credit_pack_purchases credit_pack_purchases_payment_intent_id_key; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.credit_pack_purchases
+    ADD CONSTRAINT credit_pack_purchases_payment_intent_id_key UNIQUE (payment_intent_id);
+
+
+--
+-- Name: credit_pack_purchases credit_pack_purchases_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.credit_pack_purchases
+    ADD CONSTRAINT credit_pack_purchases_pkey PRIMARY KEY (checkout_session_id);
 
 
 --
@@ -7504,11 +9531,35 @@ ALTER TABLE ONLY private.settings
 
 
 --
+-- Name: stripe_events stripe_events_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.stripe_events
+    ADD CONSTRAINT stripe_events_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: webhook_receipts webhook_receipts_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
 ALTER TABLE ONLY private.webhook_receipts
     ADD CONSTRAINT webhook_receipts_pkey PRIMARY KEY (source, receipt_id);
+
+
+--
+-- Name: billing_accounts billing_accounts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.billing_accounts
+    ADD CONSTRAINT billing_accounts_pkey PRIMARY KEY (organization_id);
+
+
+--
+-- Name: billing_accounts billing_accounts_stripe_customer_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.billing_accounts
+    ADD CONSTRAINT billing_accounts_stripe_customer_id_key UNIQUE (stripe_customer_id);
 
 
 --
@@ -7557,6 +9608,30 @@ ALTER TABLE ONLY public.credit_ledger
 
 ALTER TABLE ONLY public.credit_overages
     ADD CONSTRAINT credit_overages_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: credit_packs credit_packs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_packs
+    ADD CONSTRAINT credit_packs_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: credit_packs credit_packs_stripe_lookup_key_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_packs
+    ADD CONSTRAINT credit_packs_stripe_lookup_key_key UNIQUE (stripe_lookup_key);
+
+
+--
+-- Name: credit_packs credit_packs_stripe_price_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_packs
+    ADD CONSTRAINT credit_packs_stripe_price_id_key UNIQUE (stripe_price_id);
 
 
 --
@@ -7624,6 +9699,22 @@ ALTER TABLE ONLY public.files
 
 
 --
+-- Name: invoices invoices_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.invoices
+    ADD CONSTRAINT invoices_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: invoices invoices_stripe_invoice_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.invoices
+    ADD CONSTRAINT invoices_stripe_invoice_id_key UNIQUE (stripe_invoice_id);
+
+
+--
 -- Name: organization_invitations organization_invitations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -7672,6 +9763,22 @@ ALTER TABLE ONLY public.organizations
 
 
 --
+-- Name: payment_methods payment_methods_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.payment_methods
+    ADD CONSTRAINT payment_methods_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: payment_methods payment_methods_stripe_payment_method_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.payment_methods
+    ADD CONSTRAINT payment_methods_stripe_payment_method_id_key UNIQUE (stripe_payment_method_id);
+
+
+--
 -- Name: profiles profiles_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -7680,10 +9787,54 @@ ALTER TABLE ONLY public.profiles
 
 
 --
+-- Name: subscriptions subscriptions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.subscriptions
+    ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: subscriptions subscriptions_stripe_subscription_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.subscriptions
+    ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id);
+
+
+--
+-- Name: billing_invoice_grants_organization_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX billing_invoice_grants_organization_id_idx ON private.billing_invoice_grants USING btree (organization_id);
+
+
+--
 -- Name: credit_idempotency_keys_created_at_idx; Type: INDEX; Schema: private; Owner: -
 --
 
 CREATE INDEX credit_idempotency_keys_created_at_idx ON private.credit_idempotency_keys USING btree (created_at);
+
+
+--
+-- Name: credit_pack_purchases_grant_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX credit_pack_purchases_grant_id_idx ON private.credit_pack_purchases USING btree (grant_id);
+
+
+--
+-- Name: credit_pack_purchases_organization_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX credit_pack_purchases_organization_id_idx ON private.credit_pack_purchases USING btree (organization_id);
+
+
+--
+-- Name: credit_pack_purchases_pack_key_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX credit_pack_purchases_pack_key_idx ON private.credit_pack_purchases USING btree (pack_key);
 
 
 --
@@ -7792,10 +9943,38 @@ CREATE INDEX rate_limit_counters_window_start_idx ON private.rate_limit_counters
 
 
 --
+-- Name: stripe_events_object_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX stripe_events_object_id_idx ON private.stripe_events USING btree (object_id);
+
+
+--
+-- Name: stripe_events_received_at_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX stripe_events_received_at_idx ON private.stripe_events USING btree (received_at);
+
+
+--
+-- Name: stripe_events_unhandled_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX stripe_events_unhandled_idx ON private.stripe_events USING btree (received_at) WHERE (outcome = ANY (ARRAY['pending'::text, 'failed'::text]));
+
+
+--
 -- Name: webhook_receipts_received_at_idx; Type: INDEX; Schema: private; Owner: -
 --
 
 CREATE INDEX webhook_receipts_received_at_idx ON private.webhook_receipts USING btree (received_at);
+
+
+--
+-- Name: billing_accounts_standing_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX billing_accounts_standing_idx ON public.billing_accounts USING btree (standing, past_due_since) WHERE (standing <> 'good'::public.billing_standing);
 
 
 --
@@ -7876,10 +10055,31 @@ CREATE INDEX credit_overages_pool_key_idx ON public.credit_overages USING btree 
 
 
 --
+-- Name: credit_packs_pool_key_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_packs_pool_key_idx ON public.credit_packs USING btree (pool_key);
+
+
+--
 -- Name: credit_plan_allocations_pool_key_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX credit_plan_allocations_pool_key_idx ON public.credit_plan_allocations USING btree (pool_key);
+
+
+--
+-- Name: credit_plans_stripe_lookup_key_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX credit_plans_stripe_lookup_key_key ON public.credit_plans USING btree (stripe_lookup_key);
+
+
+--
+-- Name: credit_plans_stripe_price_id_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX credit_plans_stripe_price_id_key ON public.credit_plans USING btree (stripe_price_id);
 
 
 --
@@ -7936,6 +10136,27 @@ CREATE INDEX files_owner_idx ON public.files USING btree (owner_table, owner_id)
 --
 
 CREATE INDEX files_uploaded_by_idx ON public.files USING btree (uploaded_by);
+
+
+--
+-- Name: invoices_organization_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX invoices_organization_id_idx ON public.invoices USING btree (organization_id, stripe_created DESC);
+
+
+--
+-- Name: invoices_pdf_file_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX invoices_pdf_file_id_idx ON public.invoices USING btree (pdf_file_id);
+
+
+--
+-- Name: invoices_pdf_pending_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX invoices_pdf_pending_idx ON public.invoices USING btree (pdf_copy_attempts, stripe_created) WHERE ((status = 'paid'::public.invoice_status) AND (pdf_file_id IS NULL));
 
 
 --
@@ -8002,6 +10223,27 @@ CREATE INDEX organizations_created_by_idx ON public.organizations USING btree (c
 
 
 --
+-- Name: payment_methods_organization_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX payment_methods_organization_id_idx ON public.payment_methods USING btree (organization_id);
+
+
+--
+-- Name: subscriptions_organization_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX subscriptions_organization_id_idx ON public.subscriptions USING btree (organization_id, stripe_created DESC);
+
+
+--
+-- Name: subscriptions_plan_key_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX subscriptions_plan_key_idx ON public.subscriptions USING btree (plan_key);
+
+
+--
 -- Name: domain_events domain_events_fan_out; Type: TRIGGER; Schema: private; Owner: -
 --
 
@@ -8051,6 +10293,13 @@ CREATE TRIGGER settings_set_updated_at BEFORE UPDATE ON private.settings FOR EAC
 
 
 --
+-- Name: billing_accounts billing_accounts_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER billing_accounts_set_updated_at BEFORE UPDATE ON public.billing_accounts FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
 -- Name: credit_actions credit_actions_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -8079,6 +10328,13 @@ CREATE TRIGGER credit_ledger_no_truncate BEFORE TRUNCATE ON public.credit_ledger
 
 
 --
+-- Name: credit_packs credit_packs_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER credit_packs_set_updated_at BEFORE UPDATE ON public.credit_packs FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
 -- Name: credit_plans credit_plans_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -8104,6 +10360,13 @@ CREATE TRIGGER email_preferences_set_updated_at BEFORE UPDATE ON public.email_pr
 --
 
 CREATE TRIGGER files_set_updated_at BEFORE UPDATE ON public.files FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: invoices invoices_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER invoices_set_updated_at BEFORE UPDATE ON public.invoices FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
 
 
 --
@@ -8184,10 +10447,56 @@ CREATE TRIGGER organizations_start_on_starter AFTER INSERT ON public.organizatio
 
 
 --
+-- Name: payment_methods payment_methods_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER payment_methods_set_updated_at BEFORE UPDATE ON public.payment_methods FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
 -- Name: profiles profiles_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER profiles_set_updated_at BEFORE UPDATE ON public.profiles FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: subscriptions subscriptions_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER subscriptions_set_updated_at BEFORE UPDATE ON public.subscriptions FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: billing_invoice_grants billing_invoice_grants_organization_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.billing_invoice_grants
+    ADD CONSTRAINT billing_invoice_grants_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: credit_pack_purchases credit_pack_purchases_grant_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.credit_pack_purchases
+    ADD CONSTRAINT credit_pack_purchases_grant_id_fkey FOREIGN KEY (grant_id) REFERENCES public.credit_grants(id);
+
+
+--
+-- Name: credit_pack_purchases credit_pack_purchases_organization_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.credit_pack_purchases
+    ADD CONSTRAINT credit_pack_purchases_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: credit_pack_purchases credit_pack_purchases_pack_key_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.credit_pack_purchases
+    ADD CONSTRAINT credit_pack_purchases_pack_key_fkey FOREIGN KEY (pack_key) REFERENCES public.credit_packs(key) ON UPDATE CASCADE;
 
 
 --
@@ -8255,6 +10564,14 @@ ALTER TABLE ONLY private.platform_admins
 
 
 --
+-- Name: billing_accounts billing_accounts_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.billing_accounts
+    ADD CONSTRAINT billing_accounts_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
 -- Name: credit_action_costs credit_action_costs_action_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -8319,6 +10636,14 @@ ALTER TABLE ONLY public.credit_overages
 
 
 --
+-- Name: credit_packs credit_packs_pool_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_packs
+    ADD CONSTRAINT credit_packs_pool_key_fkey FOREIGN KEY (pool_key) REFERENCES public.credit_pools(key) ON UPDATE CASCADE;
+
+
+--
 -- Name: credit_plan_allocations credit_plan_allocations_plan_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -8380,6 +10705,22 @@ ALTER TABLE ONLY public.files
 
 ALTER TABLE ONLY public.files
     ADD CONSTRAINT files_uploaded_by_fkey FOREIGN KEY (uploaded_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: invoices invoices_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.invoices
+    ADD CONSTRAINT invoices_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: invoices invoices_pdf_file_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.invoices
+    ADD CONSTRAINT invoices_pdf_file_id_fkey FOREIGN KEY (pdf_file_id) REFERENCES public.files(id) ON DELETE SET NULL;
 
 
 --
@@ -8455,6 +10796,14 @@ ALTER TABLE ONLY public.organizations
 
 
 --
+-- Name: payment_methods payment_methods_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.payment_methods
+    ADD CONSTRAINT payment_methods_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
 -- Name: profiles profiles_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -8463,10 +10812,38 @@ ALTER TABLE ONLY public.profiles
 
 
 --
+-- Name: subscriptions subscriptions_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.subscriptions
+    ADD CONSTRAINT subscriptions_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: subscriptions subscriptions_plan_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.subscriptions
+    ADD CONSTRAINT subscriptions_plan_key_fkey FOREIGN KEY (plan_key) REFERENCES public.credit_plans(key) ON UPDATE CASCADE;
+
+
+--
+-- Name: billing_invoice_grants; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.billing_invoice_grants ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: credit_idempotency_keys; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
 ALTER TABLE private.credit_idempotency_keys ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: credit_pack_purchases; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.credit_pack_purchases ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: deleted_organizations; Type: ROW SECURITY; Schema: private; Owner: -
@@ -8565,10 +10942,44 @@ ALTER TABLE private.rate_limit_counters ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.settings ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: stripe_events; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.stripe_events ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: webhook_receipts; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
 ALTER TABLE private.webhook_receipts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: billing_accounts Billing managers read their organization's billing account; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Billing managers read their organization's billing account" ON public.billing_accounts FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin,billing}'::public.organization_role[]) AS organization_ids_with_role)));
+
+
+--
+-- Name: invoices Billing managers read their organization's invoices; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Billing managers read their organization's invoices" ON public.invoices FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin,billing}'::public.organization_role[]) AS organization_ids_with_role)));
+
+
+--
+-- Name: payment_methods Billing managers read their organization's payment methods; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Billing managers read their organization's payment methods" ON public.payment_methods FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin,billing}'::public.organization_role[]) AS organization_ids_with_role)));
+
+
+--
+-- Name: subscriptions Billing managers read their organization's subscriptions; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Billing managers read their organization's subscriptions" ON public.subscriptions FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin,billing}'::public.organization_role[]) AS organization_ids_with_role)));
+
 
 --
 -- Name: files Members and platform admins read files; Type: POLICY; Schema: public; Owner: -
@@ -8676,6 +11087,13 @@ CREATE POLICY "Signed-in users can read the actions" ON public.credit_actions FO
 
 
 --
+-- Name: credit_packs Signed-in users can read the credit packs; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Signed-in users can read the credit packs" ON public.credit_packs FOR SELECT TO authenticated USING (true);
+
+
+--
 -- Name: credit_pools Signed-in users can read the credit pools; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -8746,6 +11164,12 @@ CREATE POLICY "Users can update their own profile" ON public.profiles FOR UPDATE
 
 
 --
+-- Name: billing_accounts; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.billing_accounts ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: credit_action_costs; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -8780,6 +11204,12 @@ ALTER TABLE public.credit_ledger ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.credit_overages ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: credit_packs; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.credit_packs ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: credit_plan_allocations; Type: ROW SECURITY; Schema: public; Owner: -
@@ -8824,6 +11254,12 @@ ALTER TABLE public.file_contexts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.files ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: invoices; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: organization_invitations; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -8848,10 +11284,22 @@ ALTER TABLE public.organization_plans ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.organizations ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: payment_methods; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.payment_methods ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: profiles; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
 ALTER TABLE public.profiles ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: subscriptions; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.subscriptions ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: SCHEMA private; Type: ACL; Schema: -; Owner: -
@@ -8909,11 +11357,43 @@ REVOKE ALL ON FUNCTION private.add_pool_balances() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION advance_dunning(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.advance_dunning(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.advance_dunning(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION append_domain_event(p_organization_id uuid, p_type text, p_payload jsonb); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.append_domain_event(p_organization_id uuid, p_type text, p_payload jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.append_domain_event(p_organization_id uuid, p_type text, p_payload jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION apply_charge_refund(p_charge jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.apply_charge_refund(p_charge jsonb, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.apply_charge_refund(p_charge jsonb, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION apply_pack_checkout(p_session jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.apply_pack_checkout(p_session jsonb, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.apply_pack_checkout(p_session jsonb, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid) TO service_role;
 
 
 --
@@ -8948,6 +11428,34 @@ GRANT ALL ON FUNCTION private.begin_file_move(p_file_id uuid, p_store text) TO s
 
 REVOKE ALL ON FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION private.begin_file_upload(p_organization_id uuid, p_context text, p_file_name text, p_content_type text, p_size_bytes bigint, p_published boolean, p_owner_table text, p_owner_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION billing_account_of(p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.billing_account_of(p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.billing_account_of(p_organization_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION private.billing_account_of(p_organization_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION billing_checkout_target(p_organization_id uuid, p_plan text, p_pack text, p_quantity integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.billing_checkout_target(p_organization_id uuid, p_plan text, p_pack text, p_quantity integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.billing_checkout_target(p_organization_id uuid, p_plan text, p_pack text, p_quantity integer) TO authenticated;
+GRANT ALL ON FUNCTION private.billing_checkout_target(p_organization_id uuid, p_plan text, p_pack text, p_quantity integer) TO service_role;
+
+
+--
+-- Name: FUNCTION billing_customer_of(p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.billing_customer_of(p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.billing_customer_of(p_organization_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION private.billing_customer_of(p_organization_id uuid) TO service_role;
 
 
 --
@@ -8965,6 +11473,15 @@ GRANT ALL ON FUNCTION private.caller_role() TO service_role;
 
 REVOKE ALL ON FUNCTION private.change_plan(p_organization_id uuid, p_plan_key text, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.change_plan(p_organization_id uuid, p_plan_key text, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION check_billing_return_url(p_url text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_billing_return_url(p_url text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_billing_return_url(p_url text) TO authenticated;
+GRANT ALL ON FUNCTION private.check_billing_return_url(p_url text) TO service_role;
 
 
 --
@@ -9005,6 +11522,14 @@ GRANT ALL ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_
 
 REVOKE ALL ON FUNCTION private.claim_events(p_consumer text, p_limit integer, p_lease interval, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.claim_events(p_consumer text, p_limit integer, p_lease interval, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION claim_stripe_event(p_event_id text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.claim_stripe_event(p_event_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.claim_stripe_event(p_event_id text) TO service_role;
 
 
 --
@@ -9240,6 +11765,14 @@ GRANT ALL ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_erro
 
 
 --
+-- Name: FUNCTION finish_stripe_event(p_event_id text, p_outcome text, p_error text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.finish_stripe_event(p_event_id text, p_outcome text, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.finish_stripe_event(p_event_id text, p_outcome text, p_error text) TO service_role;
+
+
+--
 -- Name: FUNCTION forget_file(p_file_id uuid); Type: ACL; Schema: private; Owner: -
 --
 
@@ -9312,6 +11845,14 @@ REVOKE ALL ON FUNCTION private.insufficient_credits(p_pool text, p_required bigi
 
 REVOKE ALL ON FUNCTION private.invite_member(p_organization_id uuid, p_email text, p_role text, p_expires_in interval) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.invite_member(p_organization_id uuid, p_email text, p_role text, p_expires_in interval) TO authenticated;
+
+
+--
+-- Name: FUNCTION invoices_missing_pdf(p_limit integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.invoices_missing_pdf(p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.invoices_missing_pdf(p_limit integer) TO service_role;
 
 
 --
@@ -9450,6 +11991,13 @@ GRANT ALL ON FUNCTION private.organization_ids_with_role(p_roles public.organiza
 
 
 --
+-- Name: FUNCTION organization_of_customer(p_customer_id text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.organization_of_customer(p_customer_id text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION orphan_objects(p_now timestamp with time zone, p_limit integer); Type: ACL; Schema: private; Owner: -
 --
 
@@ -9543,6 +12091,14 @@ GRANT ALL ON FUNCTION private.purge_sent_emails(p_now timestamp with time zone) 
 
 
 --
+-- Name: FUNCTION purge_stripe_events(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.purge_stripe_events(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.purge_stripe_events(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION raise(p_code text, p_detail text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -9560,6 +12116,14 @@ GRANT ALL ON FUNCTION private.receive_webhook(p_source text, p_receipt_id text) 
 
 
 --
+-- Name: FUNCTION record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text) TO service_role;
+
+
+--
 -- Name: FUNCTION record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -9568,10 +12132,26 @@ GRANT ALL ON FUNCTION private.record_email_event(p_provider_message_id text, p_e
 
 
 --
+-- Name: FUNCTION record_invoice_pdf_failure(p_invoice_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_invoice_pdf_failure(p_invoice_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_invoice_pdf_failure(p_invoice_id uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION record_organization_deletion(); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.record_organization_deletion() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION record_stripe_event(p_event jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_stripe_event(p_event jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_stripe_event(p_event jsonb) TO service_role;
 
 
 --
@@ -9647,6 +12227,15 @@ GRANT ALL ON FUNCTION private.requeue_event(p_consumer text, p_event_id bigint, 
 
 
 --
+-- Name: FUNCTION require_billing_manager(p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.require_billing_manager(p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.require_billing_manager(p_organization_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION private.require_billing_manager(p_organization_id uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION require_member(p_organization_id uuid, p_roles public.organization_role[], p_why text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -9701,6 +12290,13 @@ GRANT ALL ON FUNCTION private.run_job(p_name text, p_now timestamp with time zon
 
 
 --
+-- Name: FUNCTION set_billing_standing(p_organization_id uuid, p_standing public.billing_standing, p_detail jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.set_billing_standing(p_organization_id uuid, p_standing public.billing_standing, p_detail jsonb, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint); Type: ACL; Schema: private; Owner: -
 --
 
@@ -9747,10 +12343,38 @@ REVOKE ALL ON FUNCTION private.start_organization_on_starter() FROM PUBLIC;
 
 
 --
--- Name: FUNCTION start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION stripe_id(p_field jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.stripe_id(p_field jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION stripe_invoice_price_line(p_invoice jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.stripe_invoice_price_line(p_invoice jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION stripe_invoice_subscription(p_invoice jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.stripe_invoice_subscription(p_invoice jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION stripe_time(p_epoch text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.stripe_time(p_epoch text) FROM PUBLIC;
 
 
 --
@@ -9773,6 +12397,38 @@ REVOKE ALL ON FUNCTION private.sync_job_schedule() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.sync_profile_from_auth_user() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION sync_stripe_customer(p_customer jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.sync_stripe_customer(p_customer jsonb, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.sync_stripe_customer(p_customer jsonb, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION sync_stripe_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.sync_stripe_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.sync_stripe_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION sync_stripe_payment_method(p_method jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.sync_stripe_payment_method(p_method jsonb, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.sync_stripe_payment_method(p_method jsonb, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION sync_stripe_subscription(p_subscription jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.sync_stripe_subscription(p_subscription jsonb, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.sync_stripe_subscription(p_subscription jsonb, p_now timestamp with time zone) TO service_role;
 
 
 --
@@ -9981,6 +12637,20 @@ GRANT ALL ON FUNCTION public.update_member_role(p_organization_id uuid, p_user_i
 
 
 --
+-- Name: TABLE billing_invoice_grants; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.billing_invoice_grants TO service_role;
+
+
+--
+-- Name: TABLE credit_pack_purchases; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.credit_pack_purchases TO service_role;
+
+
+--
 -- Name: TABLE deleted_organizations; Type: ACL; Schema: private; Owner: -
 --
 
@@ -10072,10 +12742,25 @@ GRANT SELECT,UPDATE ON TABLE private.settings TO service_role;
 
 
 --
+-- Name: TABLE stripe_events; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.stripe_events TO service_role;
+
+
+--
 -- Name: TABLE webhook_receipts; Type: ACL; Schema: private; Owner: -
 --
 
 GRANT SELECT ON TABLE private.webhook_receipts TO service_role;
+
+
+--
+-- Name: TABLE billing_accounts; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.billing_accounts TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.billing_accounts TO service_role;
 
 
 --
@@ -10173,6 +12858,14 @@ GRANT SELECT ON TABLE public.credit_overages TO service_role;
 
 
 --
+-- Name: TABLE credit_packs; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.credit_packs TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.credit_packs TO service_role;
+
+
+--
 -- Name: TABLE credit_plan_allocations; Type: ACL; Schema: public; Owner: -
 --
 
@@ -10228,6 +12921,14 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.file_contexts TO service_role;
 
 
 --
+-- Name: TABLE invoices; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.invoices TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.invoices TO service_role;
+
+
+--
 -- Name: TABLE organization_invitations; Type: ACL; Schema: public; Owner: -
 --
 
@@ -10241,6 +12942,14 @@ GRANT SELECT,DELETE ON TABLE public.organization_invitations TO service_role;
 
 GRANT SELECT ON TABLE public.organization_members TO authenticated;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.organization_members TO service_role;
+
+
+--
+-- Name: TABLE payment_methods; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.payment_methods TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.payment_methods TO service_role;
 
 
 --
@@ -10263,6 +12972,14 @@ GRANT UPDATE(full_name) ON TABLE public.profiles TO authenticated;
 --
 
 GRANT UPDATE(avatar_url) ON TABLE public.profiles TO authenticated;
+
+
+--
+-- Name: TABLE subscriptions; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.subscriptions TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.subscriptions TO service_role;
 
 
 --

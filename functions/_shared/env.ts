@@ -73,3 +73,20 @@ export function requireSecret(value: string | undefined, name: string): string {
   if (!value) throw new Error(`Missing required environment variable: ${name}`);
   return value;
 }
+
+/**
+ * What the billing functions read. STRIPE_SECRET_KEY (sk_test_... or sk_live_...) and, for the
+ * webhook, STRIPE_WEBHOOK_SECRET (whsec_...) come from `supabase secrets set`. STRIPE_API_BASE
+ * points the SDK at another host (the local stack's fake Stripe: http://127.0.0.1:54325); unset,
+ * it talks to api.stripe.com.
+ */
+export interface StripeEnv {
+  secretKey?: string;
+  webhookSecret?: string;
+  apiBase?: string;
+}
+
+export function stripeEnv(): StripeEnv {
+  const get = (name: string) => Deno.env.get(name) || undefined;
+  return { secretKey: get('STRIPE_SECRET_KEY'), webhookSecret: get('STRIPE_WEBHOOK_SECRET'), apiBase: get('STRIPE_API_BASE') };
+}

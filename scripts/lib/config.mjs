@@ -17,6 +17,7 @@ export const PORTS = {
   hostedRest: 54333,
   hostedRestAdmin: 54334,
   mailbox: 54324, // the local mailbox page (Inbucket/Mailpit's place in the Supabase CLI)
+  stripe: 54325, // the local fake of Stripe's API, when STRIPE_SECRET_KEY is not set
 };
 
 export const API_URL = `http://127.0.0.1:${PORTS.gateway}`;
@@ -29,6 +30,15 @@ export const JWT_SECRET = 'super-secret-jwt-token-with-at-least-32-characters-lo
 export const SEND_EMAIL_HOOK_SECRET = process.env.SEND_EMAIL_HOOK_SECRET ?? 'v1,whsec_bG9jYWwtc2VuZC1lbWFpbC1ob29rLXNlY3JldC0zMmIh';
 export const RESEND_WEBHOOK_SECRET = process.env.RESEND_WEBHOOK_SECRET ?? 'whsec_bG9jYWwtcmVzZW5kLXdlYmhvb2stc2VjcmV0LTMyYiEh';
 export const EMAIL_UNSUBSCRIBE_SECRET = process.env.EMAIL_UNSUBSCRIBE_SECRET ?? 'local-email-unsubscribe-secret-with-32-characters';
+
+// Billing: with STRIPE_SECRET_KEY (a test-mode key) the functions talk to Stripe and
+// STRIPE_WEBHOOK_SECRET is the one `stripe listen` prints; without it the stack runs the local
+// fake of Stripe's API (scripts/stripe-fake.ts) with these fixed defaults.
+export const STRIPE_FAKE = !process.env.STRIPE_SECRET_KEY;
+export const STRIPE_FAKE_URL = `http://127.0.0.1:${PORTS.stripe}`;
+export const STRIPE_SECRET_KEY = process.env.STRIPE_SECRET_KEY ?? 'sk_test_fake_local';
+export const STRIPE_WEBHOOK_SECRET = process.env.STRIPE_WEBHOOK_SECRET ??
+  'whsec_e95bb41d59db37142c422398c17bef35d9dba6e229fa56094f3d43d895308fa1';
 
 export const ANON_KEY =
   'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0';
@@ -79,6 +89,9 @@ export function functionsEnv({ port = PORTS.gateway, url = API_URL } = {}) {
     SEND_EMAIL_HOOK_SECRET,
     RESEND_WEBHOOK_SECRET,
     EMAIL_UNSUBSCRIBE_SECRET,
+    STRIPE_SECRET_KEY,
+    STRIPE_WEBHOOK_SECRET,
+    ...(STRIPE_FAKE ? { STRIPE_API_BASE: STRIPE_FAKE_URL } : {}),
     LOCAL_STORAGE_DIR: path.join(LOCAL_DIR, 'storage'),
     LOCAL_MAIL_DIR: path.join(LOCAL_DIR, 'mail'),
   };

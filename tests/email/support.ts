@@ -20,11 +20,13 @@ export function pauseScheduledDispatch(): void {
 
 /**
  * Settles what other suites left in the outbox (their invitations' events and messages), so a
- * dispatch here sends only what this suite queues.
+ * dispatch here sends only what this suite queues. Auth mail is left alone: the Send Email Hook
+ * sends it at once, and a suite signing someone up at this moment is waiting for it.
  */
 export async function settleOutbox(): Promise<void> {
   await sql`update private.event_deliveries set processed_at = now() where consumer = 'email' and processed_at is null`;
-  await sql`update private.email_messages set status = 'suppressed', claimed_until = null where status in ('queued', 'sending')`;
+  await sql`update private.email_messages set status = 'suppressed', claimed_until = null
+            where status in ('queued', 'sending') and template not like 'auth\_%'`;
 }
 
 export interface DispatchSummary { enqueued: number; claimed: number; sent: number; retried: number; failed: number }

@@ -2,6 +2,7 @@
 import { createClient, type SupabaseClient, type SupabaseClientOptions } from '@supabase/supabase-js';
 import type { Database } from './database.types.ts';
 import { Credits } from './credits/credits.ts';
+import { Billing } from './billing/billing.ts';
 import { BackendError } from './errors.ts';
 import { Files } from './files/files.ts';
 import { Organizations } from './tenancy/organizations.ts';
@@ -49,6 +50,8 @@ export interface BackendClient {
   readonly credits: Credits;
   /** Files: upload by context, download, URLs, list, move between the stores, delete, usage. */
   readonly files: Files;
+  /** Billing: checkout, the customer portal, saving a card, invoices, payment methods, status. */
+  readonly billing: Billing;
   /** The caller's user id (the token's `sub`), or null when anonymous. */
   currentUserId(): Promise<string | null>;
 }
@@ -86,6 +89,7 @@ export function createBackendClient(options: BackendClientOptions): BackendClien
     organizations: new Organizations({ supabase, requireUserId }),
     credits: new Credits({ supabase }),
     files: new Files({ supabase }),
+    billing: new Billing({ supabase }),
     currentUserId,
   };
 }

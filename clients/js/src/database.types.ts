@@ -6,7 +6,33 @@ export type Database = {
   
   "public": {
           Tables: {
-            "credit_action_costs": {
+            "billing_accounts": {
+                  Row: {
+                    "created_at": string,"default_payment_method_id": string | null,"email": string | null,"organization_id": string,"past_due_since": string | null,"standing": Database["public"]['Enums']["billing_standing"],"stripe_customer_id": string,"suspended_at": string | null,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"default_payment_method_id"?: string | null,"email"?: string | null,"organization_id": string,"past_due_since"?: string | null,"standing"?: Database["public"]['Enums']["billing_standing"],"stripe_customer_id": string,"suspended_at"?: string | null,"updated_at"?: string
+                  }
+                  Update: {
+                    "created_at"?: string,"default_payment_method_id"?: string | null,"email"?: string | null,"organization_id"?: string,"past_due_since"?: string | null,"standing"?: Database["public"]['Enums']["billing_standing"],"stripe_customer_id"?: string,"suspended_at"?: string | null,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "billing_accounts_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "billing_accounts_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    }
+                  ]
+                },"credit_action_costs": {
                   Row: {
                     "action_key": string,"amount": number,"pool_key": string
                   }
@@ -144,6 +170,26 @@ isOneToOne: false
       referencedColumns: ["key"]
     }
                   ]
+                },"credit_packs": {
+                  Row: {
+                    "created_at": string,"credits": number,"is_active": boolean,"key": string,"name": string,"pool_key": string,"price_amount": number,"price_currency": string,"sort_order": number,"stripe_lookup_key": string,"stripe_price_id": string | null,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"credits": number,"is_active"?: boolean,"key": string,"name": string,"pool_key": string,"price_amount": number,"price_currency": string,"sort_order"?: number,"stripe_lookup_key": string,"stripe_price_id"?: string | null,"updated_at"?: string
+                  }
+                  Update: {
+                    "created_at"?: string,"credits"?: number,"is_active"?: boolean,"key"?: string,"name"?: string,"pool_key"?: string,"price_amount"?: number,"price_currency"?: string,"sort_order"?: number,"stripe_lookup_key"?: string,"stripe_price_id"?: string | null,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_packs_pool_key_fkey"
+      columns: ["pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_pools"
+      referencedColumns: ["key"]
+    }
+                  ]
                 },"credit_plan_allocations": {
                   Row: {
                     "allows_overage": boolean,"amount": number,"overage_cap": number,"plan_key": string,"pool_key": string
@@ -172,14 +218,14 @@ isOneToOne: false
                   ]
                 },"credit_plans": {
                   Row: {
-                    "created_at": string,"description": string | null,"is_active": boolean,"is_free": boolean,"key": string,"name": string,"period": string,"updated_at": string
+                    "created_at": string,"description": string | null,"is_active": boolean,"is_free": boolean,"key": string,"name": string,"period": string,"price_amount": number | null,"price_currency": string | null,"stripe_lookup_key": string | null,"stripe_price_id": string | null,"updated_at": string
                   }
                   ComputedFields: never
                   Insert: {
-                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key": string,"name": string,"period"?: string,"updated_at"?: string
+                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key": string,"name": string,"period"?: string,"price_amount"?: number | null,"price_currency"?: string | null,"stripe_lookup_key"?: string | null,"stripe_price_id"?: string | null,"updated_at"?: string
                   }
                   Update: {
-                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key"?: string,"name"?: string,"period"?: string,"updated_at"?: string
+                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key"?: string,"name"?: string,"period"?: string,"price_amount"?: number | null,"price_currency"?: string | null,"stripe_lookup_key"?: string | null,"stripe_price_id"?: string | null,"updated_at"?: string
                   }
                   Relationships: [
                     
@@ -284,6 +330,38 @@ isOneToOne: false
       referencedColumns: ["id"]
     }
                   ]
+                },"invoices": {
+                  Row: {
+                    "amount_due": number,"amount_paid": number,"amount_remaining": number,"attempt_count": number,"billing_reason": string | null,"created_at": string,"currency": string,"hosted_invoice_url": string | null,"id": string,"invoice_pdf_url": string | null,"next_payment_attempt": string | null,"number": string | null,"organization_id": string,"paid_at": string | null,"pdf_copy_attempts": number,"pdf_file_id": string | null,"period_end": string | null,"period_start": string | null,"status": Database["public"]['Enums']["invoice_status"],"stripe_created": string,"stripe_invoice_id": string,"stripe_subscription_id": string | null,"subtotal": number,"synced_at": string,"tax": number | null,"total": number,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "amount_due"?: number,"amount_paid"?: number,"amount_remaining"?: number,"attempt_count"?: number,"billing_reason"?: string | null,"created_at"?: string,"currency": string,"hosted_invoice_url"?: string | null,"id"?: string,"invoice_pdf_url"?: string | null,"next_payment_attempt"?: string | null,"number"?: string | null,"organization_id": string,"paid_at"?: string | null,"pdf_copy_attempts"?: number,"pdf_file_id"?: string | null,"period_end"?: string | null,"period_start"?: string | null,"status": Database["public"]['Enums']["invoice_status"],"stripe_created": string,"stripe_invoice_id": string,"stripe_subscription_id"?: string | null,"subtotal"?: number,"synced_at": string,"tax"?: number | null,"total"?: number,"updated_at"?: string
+                  }
+                  Update: {
+                    "amount_due"?: number,"amount_paid"?: number,"amount_remaining"?: number,"attempt_count"?: number,"billing_reason"?: string | null,"created_at"?: string,"currency"?: string,"hosted_invoice_url"?: string | null,"id"?: string,"invoice_pdf_url"?: string | null,"next_payment_attempt"?: string | null,"number"?: string | null,"organization_id"?: string,"paid_at"?: string | null,"pdf_copy_attempts"?: number,"pdf_file_id"?: string | null,"period_end"?: string | null,"period_start"?: string | null,"status"?: Database["public"]['Enums']["invoice_status"],"stripe_created"?: string,"stripe_invoice_id"?: string,"stripe_subscription_id"?: string | null,"subtotal"?: number,"synced_at"?: string,"tax"?: number | null,"total"?: number,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "invoices_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "invoices_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "invoices_pdf_file_id_fkey"
+      columns: ["pdf_file_id"]
+isOneToOne: false
+      referencedRelation: "files"
+      referencedColumns: ["id"]
+    }
+                  ]
                 },"organization_invitations": {
                   Row: {
                     "accepted_at": string | null,"accepted_by": string | null,"created_at": string,"email": string,"expires_at": string,"id": string,"invited_by": string | null,"organization_id": string,"role": Database["public"]['Enums']["organization_role"],"token_hash": string,"updated_at": string
@@ -382,6 +460,32 @@ isOneToOne: false
                   Relationships: [
                     
                   ]
+                },"payment_methods": {
+                  Row: {
+                    "brand": string | null,"created_at": string,"exp_month": number | null,"exp_year": number | null,"id": string,"is_default": boolean,"last4": string | null,"organization_id": string,"stripe_payment_method_id": string,"synced_at": string,"type": string,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "brand"?: string | null,"created_at"?: string,"exp_month"?: number | null,"exp_year"?: number | null,"id"?: string,"is_default"?: boolean,"last4"?: string | null,"organization_id": string,"stripe_payment_method_id": string,"synced_at": string,"type": string,"updated_at"?: string
+                  }
+                  Update: {
+                    "brand"?: string | null,"created_at"?: string,"exp_month"?: number | null,"exp_year"?: number | null,"id"?: string,"is_default"?: boolean,"last4"?: string | null,"organization_id"?: string,"stripe_payment_method_id"?: string,"synced_at"?: string,"type"?: string,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "payment_methods_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "payment_methods_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    }
+                  ]
                 },"profiles": {
                   Row: {
                     "avatar_url": string | null,"created_at": string,"email": string | null,"full_name": string | null,"id": string,"updated_at": string
@@ -395,6 +499,38 @@ isOneToOne: false
                   }
                   Relationships: [
                     
+                  ]
+                },"subscriptions": {
+                  Row: {
+                    "cancel_at_period_end": boolean,"canceled_at": string | null,"created_at": string,"current_period_end": string | null,"current_period_start": string | null,"ended_at": string | null,"id": string,"organization_id": string,"plan_key": string | null,"status": Database["public"]['Enums']["subscription_status"],"stripe_created": string,"stripe_price_id": string | null,"stripe_subscription_id": string,"synced_at": string,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "cancel_at_period_end"?: boolean,"canceled_at"?: string | null,"created_at"?: string,"current_period_end"?: string | null,"current_period_start"?: string | null,"ended_at"?: string | null,"id"?: string,"organization_id": string,"plan_key"?: string | null,"status": Database["public"]['Enums']["subscription_status"],"stripe_created": string,"stripe_price_id"?: string | null,"stripe_subscription_id": string,"synced_at": string,"updated_at"?: string
+                  }
+                  Update: {
+                    "cancel_at_period_end"?: boolean,"canceled_at"?: string | null,"created_at"?: string,"current_period_end"?: string | null,"current_period_start"?: string | null,"ended_at"?: string | null,"id"?: string,"organization_id"?: string,"plan_key"?: string | null,"status"?: Database["public"]['Enums']["subscription_status"],"stripe_created"?: string,"stripe_price_id"?: string | null,"stripe_subscription_id"?: string,"synced_at"?: string,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "subscriptions_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "subscriptions_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "subscriptions_plan_key_fkey"
+      columns: ["plan_key"]
+isOneToOne: false
+      referencedRelation: "credit_plans"
+      referencedColumns: ["key"]
+    }
                   ]
                 }
           }
@@ -514,7 +650,7 @@ isOneToOne: false
                            }
           }
           Enums: {
-            "credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","file_status": "uploading"|"ready"|"moving","organization_role": "owner"|"admin"|"member"|"billing"
+            "billing_standing": "good"|"past_due"|"suspended","credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","file_status": "uploading"|"ready"|"moving","invoice_status": "draft"|"open"|"paid"|"uncollectible"|"void","organization_role": "owner"|"admin"|"member"|"billing","subscription_status": "incomplete"|"incomplete_expired"|"trialing"|"active"|"past_due"|"canceled"|"unpaid"|"paused"
           }
           CompositeTypes: {
             [_ in never]: never
@@ -630,7 +766,7 @@ export type CompositeTypes<
 export const Constants = {
   "public": {
           Enums: {
-            "credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"file_status": ["uploading", "ready", "moving"],"organization_role": ["owner", "admin", "member", "billing"]
+            "billing_standing": ["good", "past_due", "suspended"],"credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"file_status": ["uploading", "ready", "moving"],"invoice_status": ["draft", "open", "paid", "uncollectible", "void"],"organization_role": ["owner", "admin", "member", "billing"],"subscription_status": ["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"]
           }
         }
 } as const

@@ -14,11 +14,12 @@
 // `backend.supabase` is the typed supabase-js client underneath, for anything not wrapped yet.
 //
 // Layout: what every area shares at the top (client.ts, errors.ts, error-codes.ts, request.ts,
-// session.ts), one folder per area (tenancy/, credits/, files/), each exporting its module and its types.
+// session.ts), one folder per area (tenancy/, credits/, files/, billing/), each exporting its module and its types.
 export * from './client.ts';
 export * from './errors.ts';
 export * from './error-codes.ts';
 export * from './tenancy/index.ts';
 export * from './credits/index.ts';
 export * from './files/index.ts';
+export * from './billing/index.ts';
 export type { Database, Json, Tables, Enums } from './database.types.ts';

@@ -256,7 +256,10 @@ $$, array['member_organization_ids', 'organization_ids_with_role', 'co_member_us
           -- the files routing and the checks files-upload, files-move and files-delete run as the caller
           'file_store_for', 'file_usage', 'begin_file_upload', 'manageable_file', 'begin_file_move',
           -- the session check behind public.check_request
-          'check_session'],
+          'check_session',
+          -- the checks the billing functions run as the caller
+          'require_billing_manager', 'check_billing_return_url', 'billing_account_of', 'billing_checkout_target',
+          'billing_customer_of'],
   'authenticated can execute exactly the policy helpers, caller checks, rules and RPC internals in private, nothing else');
 
 select is_empty($$
