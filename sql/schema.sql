@@ -141,6 +141,25 @@ COMMENT ON TYPE public.billing_standing IS 'good; past_due (a payment failed; co
 
 
 --
+-- Name: credit_account_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.credit_account_status AS ENUM (
+    'active',
+    'suspended',
+    'defaulted',
+    'closed'
+);
+
+
+--
+-- Name: TYPE credit_account_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.credit_account_status IS 'active; suspended (overdue past the grace period: no charges on account); defaulted (long overdue); closed (for good).';
+
+
+--
 -- Name: credit_entry_kind; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -199,6 +218,67 @@ CREATE TYPE public.credit_reservation_status AS ENUM (
 --
 
 COMMENT ON TYPE public.credit_reservation_status IS 'A reservation holds credits while active; it ends committed, released or expired.';
+
+
+--
+-- Name: credit_statement_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.credit_statement_status AS ENUM (
+    'pending',
+    'billed',
+    'paid',
+    'failed',
+    'void'
+);
+
+
+--
+-- Name: TYPE credit_statement_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.credit_statement_status IS 'pending (closed, not billed yet), billed (a Stripe invoice is out), paid, failed (a payment attempt failed; Stripe retries), void.';
+
+
+--
+-- Name: credit_transaction_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.credit_transaction_status AS ENUM (
+    'pending',
+    'completed',
+    'failed',
+    'cancelled'
+);
+
+
+--
+-- Name: TYPE credit_transaction_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.credit_transaction_status IS 'pending (a payment under way), completed, failed, cancelled.';
+
+
+--
+-- Name: credit_transaction_type; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.credit_transaction_type AS ENUM (
+    'charge',
+    'payment',
+    'adjustment',
+    'refund',
+    'fee',
+    'limit_change',
+    'status_change'
+);
+
+
+--
+-- Name: TYPE credit_transaction_type; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.credit_transaction_type IS 'charge and fee raise what is owed; payment and refund lower it; adjustment either way; limit_change and status_change move no money and record why.';
 
 
 --
@@ -466,6 +546,72 @@ COMMENT ON FUNCTION private.add_pool_balances() IS 'Trigger: creates the balance
 
 
 --
+-- Name: advance_credit_dunning(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.advance_credit_dunning(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_statement public.credit_statements;
+  v_account record;
+  v_count integer := 0;
+begin
+  -- Reminders, credit_reminder_days before the due date.
+  for v_statement in
+    select * from public.credit_statements
+    where status in ('billed', 'failed') and reminded_at is null and due_date > p_now
+      and due_date <= p_now + make_interval(days => (private.setting('credit_reminder_days') #>> '{}')::integer)
+    for update skip locked
+  loop
+    update public.credit_statements set reminded_at = p_now where id = v_statement.id;
+    perform private.append_domain_event(v_statement.organization_id, 'credit_statement.reminder',
+      jsonb_build_object('statement_id', v_statement.id, 'mail', private.statement_mail(v_statement, 'payment_reminder', p_now)));
+    v_count := v_count + 1;
+  end loop;
+  -- Overdue: past the due date, unpaid.
+  for v_statement in
+    select * from public.credit_statements
+    where status in ('billed', 'failed') and overdue_at is null and due_date <= p_now
+    for update skip locked
+  loop
+    update public.credit_statements set overdue_at = p_now where id = v_statement.id;
+    perform private.append_domain_event(v_statement.organization_id, 'credit_statement.overdue',
+      jsonb_build_object('statement_id', v_statement.id, 'mail', private.statement_mail(v_statement, 'account_overdue', p_now)));
+    v_count := v_count + 1;
+  end loop;
+  -- Suspended after credit_suspend_after, defaulted (and frozen) after credit_default_after.
+  for v_account in
+    select a.organization_id, a.status, min(s.due_date) as oldest_due
+    from public.credit_accounts a join public.credit_statements s on s.organization_id = a.organization_id
+    where a.status in ('active', 'suspended') and s.status in ('billed', 'failed') and s.due_date <= p_now
+    group by a.organization_id, a.status
+  loop
+    if v_account.status = 'active' and v_account.oldest_due + (private.setting('credit_suspend_after') #>> '{}')::interval <= p_now then
+      perform private.set_credit_status_internal(v_account.organization_id, 'suspended',
+        format('A statement is unpaid %s after its due date', private.setting('credit_suspend_after') #>> '{}'), 'system', p_now);
+      v_count := v_count + 1;
+    elsif v_account.status = 'suspended' and v_account.oldest_due + (private.setting('credit_default_after') #>> '{}')::interval <= p_now then
+      perform private.set_credit_status_internal(v_account.organization_id, 'defaulted',
+        format('A statement is unpaid %s after its due date', private.setting('credit_default_after') #>> '{}'), 'system', p_now);
+      perform private.set_credit_limit_internal(v_account.organization_id, 0, 'Defaulted: the limit is frozen', 'rule', p_now);
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION advance_credit_dunning(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.advance_credit_dunning(p_now timestamp with time zone) IS 'Credit accounts through time: reminders before the due date, overdue notices after it, suspension and default; returns how many steps it took.';
+
+
+--
 -- Name: advance_dunning(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -583,6 +729,47 @@ COMMENT ON FUNCTION private.apply_charge_refund(p_charge jsonb, p_now timestamp 
 
 
 --
+-- Name: apply_credit_limit_rules(uuid, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.apply_credit_limit_rules(p_organization_id uuid, p_on_time boolean, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_rules jsonb := private.setting('credit_limit_rules');
+  v_account public.credit_accounts := private.lock_credit_account(p_organization_id);
+  v_limit bigint;
+begin
+  if p_on_time then
+    update public.credit_accounts set on_time_streak = on_time_streak + 1 where organization_id = p_organization_id
+    returning * into v_account;
+    if v_account.on_time_streak >= (v_rules ->> 'raise_after_on_time')::integer then
+      v_limit := least(v_account.credit_limit + v_account.credit_limit * (v_rules ->> 'raise_percent')::integer / 100,
+                       greatest(v_account.credit_limit, (v_rules ->> 'raise_max')::bigint));
+      update public.credit_accounts set on_time_streak = 0 where organization_id = p_organization_id;
+      perform private.set_credit_limit_internal(p_organization_id, v_limit,
+        format('%s statements paid on time in a row: the limit rises by %s%%', v_rules ->> 'raise_after_on_time', v_rules ->> 'raise_percent'),
+        'rule', p_now);
+    end if;
+  else
+    update public.credit_accounts set on_time_streak = 0 where organization_id = p_organization_id;
+    perform private.set_credit_limit_internal(p_organization_id,
+      v_account.credit_limit - v_account.credit_limit * (v_rules ->> 'lower_percent_when_late')::integer / 100,
+      format('A statement was paid late: the limit falls by %s%%', v_rules ->> 'lower_percent_when_late'), 'rule', p_now);
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION apply_credit_limit_rules(p_organization_id uuid, p_on_time boolean, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.apply_credit_limit_rules(p_organization_id uuid, p_on_time boolean, p_now timestamp with time zone) IS 'Moves a credit limit after a payment, by credit_limit_rules.';
+
+
+--
 -- Name: apply_pack_checkout(jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -626,6 +813,58 @@ $$;
 --
 
 COMMENT ON FUNCTION private.apply_pack_checkout(p_session jsonb, p_now timestamp with time zone) IS 'Grants a paid pack checkout''s credits once (keyed by its session).';
+
+
+--
+-- Name: apply_statement_invoice(jsonb, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.apply_statement_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_statement public.credit_statements;
+  v_paid_at timestamptz := coalesce(private.stripe_time(p_invoice #>> '{status_transitions,paid_at}'), p_now);
+  v_account public.credit_accounts;
+begin
+  select * into v_statement from public.credit_statements
+  where id::text = p_invoice #>> '{metadata,credit_statement_id}' for update;
+  if v_statement.id is null then
+    return 'ignored';
+  end if;
+  if p_invoice ->> 'status' = 'paid' and v_statement.status <> 'paid' then
+    perform private.post_credit_transaction(v_statement.organization_id, 'payment',
+      greatest(coalesce((p_invoice ->> 'amount_paid')::bigint, v_statement.total), 1),
+      format('Statement of %s paid', to_char(v_statement.period_end at time zone 'UTC', 'YYYY-MM-DD')),
+      'statement', p_invoice ->> 'id', 'stripe-payment:' || (p_invoice ->> 'id'),
+      jsonb_build_object('statement_id', v_statement.id), p_now);
+    update public.credit_statements set status = 'paid', paid_at = v_paid_at, stripe_invoice_id = coalesce(stripe_invoice_id, p_invoice ->> 'id')
+    where id = v_statement.id;
+    perform private.append_domain_event(v_statement.organization_id, 'credit_statement.paid',
+      jsonb_build_object('statement_id', v_statement.id, 'on_time', v_paid_at <= v_statement.due_date));
+    perform private.apply_credit_limit_rules(v_statement.organization_id, v_paid_at <= v_statement.due_date, p_now);
+    select * into v_account from public.credit_accounts where organization_id = v_statement.organization_id;
+    if v_account.status in ('suspended', 'defaulted') and not exists (
+         select 1 from public.credit_statements s where s.organization_id = v_statement.organization_id
+           and s.status in ('billed', 'failed') and s.due_date < p_now) then
+      perform private.set_credit_status_internal(v_statement.organization_id, 'active', 'The overdue statements are paid', 'system', p_now);
+    end if;
+  elsif p_payment_failed and p_invoice ->> 'status' = 'open' and v_statement.status = 'billed' then
+    update public.credit_statements set status = 'failed' where id = v_statement.id;
+    perform private.append_domain_event(v_statement.organization_id, 'credit_statement.payment_failed',
+      jsonb_build_object('statement_id', v_statement.id, 'stripe_invoice_id', p_invoice ->> 'id'));
+  end if;
+  return 'processed';
+end
+$$;
+
+
+--
+-- Name: FUNCTION apply_statement_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.apply_statement_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone) IS 'Applies a statement''s Stripe invoice: paid (payment transaction once, limit rules, reactivation) or a failed payment.';
 
 
 --
@@ -1101,6 +1340,46 @@ COMMENT ON FUNCTION private.change_plan(p_organization_id uuid, p_plan_key text,
 
 
 --
+-- Name: charge_overage(uuid, text, bigint, uuid, uuid, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.charge_overage(p_organization_id uuid, p_pool text, p_credits bigint, p_transaction_id uuid, p_reservation_id uuid, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_price bigint := private.overage_price(p_organization_id, p_pool);
+  v_overage bigint;
+  v_amount bigint;
+  v_charge public.credit_account_transactions;
+begin
+  if v_price is null then
+    perform private.raise('overage_needs_credit_account', format('%s %s credits beyond the balance need an active credit account.', p_credits, p_pool));
+  end if;
+  insert into public.credit_overages (organization_id, pool_key, amount, transaction_id, reservation_id, created_at, billed_at)
+  values (p_organization_id, p_pool, p_credits, p_transaction_id, p_reservation_id, p_now, p_now)
+  returning id into v_overage;
+  -- Rounded up to the minor unit: a fraction of a cent is a cent.
+  v_amount := (p_credits * v_price + 999) / 1000;
+  if v_amount > 0 then
+    v_charge := private.post_credit_transaction(p_organization_id, 'charge', v_amount,
+      format('%s %s credits beyond the balance', p_credits, (select name from public.credit_pools where key = p_pool)),
+      'overage', v_overage::text, 'overage:' || v_overage::text,
+      jsonb_build_object('pool', p_pool, 'credits', p_credits, 'transaction_id', p_transaction_id, 'price_millis', v_price), p_now);
+    update public.credit_overages set credit_transaction_id = v_charge.id where id = v_overage;
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION charge_overage(p_organization_id uuid, p_pool text, p_credits bigint, p_transaction_id uuid, p_reservation_id uuid, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.charge_overage(p_organization_id uuid, p_pool text, p_credits bigint, p_transaction_id uuid, p_reservation_id uuid, p_now timestamp with time zone) IS 'Records an overage entry and charges it to the credit account once; raises overage_needs_credit_account or credit_limit_exceeded.';
+
+
+--
 -- Name: check_billing_return_url(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1179,6 +1458,30 @@ COMMENT ON FUNCTION private.check_metadata(p_metadata jsonb) IS 'Validates calle
 
 
 --
+-- Name: check_reason(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_reason(p_reason text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+  if p_reason is null or char_length(btrim(p_reason)) not between 1 and 500 then
+    perform private.raise('reason_required', 'Changes by hand need a reason (1 to 500 characters).');
+  end if;
+  return btrim(p_reason);
+end
+$$;
+
+
+--
+-- Name: FUNCTION check_reason(p_reason text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.check_reason(p_reason text) IS 'The trimmed reason of a change by hand, or reason_required.';
+
+
+--
 -- Name: check_session(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1224,10 +1527,10 @@ COMMENT ON FUNCTION private.check_session() IS 'Raises session_ended unless the 
 
 
 --
--- Name: claim_emails(integer, interval, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+-- Name: claim_emails(integer, interval, timestamp with time zone, uuid[]); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.claim_emails(p_limit integer DEFAULT 20, p_lease interval DEFAULT '00:02:00'::interval, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(id uuid, organization_id uuid, recipient text, user_id uuid, template text, props jsonb, category public.email_category, required boolean, attempts integer, created_at timestamp with time zone)
+CREATE FUNCTION private.claim_emails(p_limit integer DEFAULT 20, p_lease interval DEFAULT '00:02:00'::interval, p_now timestamp with time zone DEFAULT now(), p_ids uuid[] DEFAULT NULL::uuid[]) RETURNS TABLE(id uuid, organization_id uuid, recipient text, user_id uuid, template text, props jsonb, category public.email_category, required boolean, attempts integer, created_at timestamp with time zone)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -1240,6 +1543,7 @@ begin
       select m.id from private.email_messages m
       where m.next_attempt_at <= p_now
         and (m.status = 'queued' or (m.status = 'sending' and m.claimed_until <= p_now))
+        and (p_ids is null or m.id = any (p_ids))
       order by m.next_attempt_at, m.id
       limit least(greatest(p_limit, 1), 500)
       for update skip locked
@@ -1265,10 +1569,10 @@ $$;
 
 
 --
--- Name: FUNCTION claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+-- Name: FUNCTION claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone, p_ids uuid[]); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone) IS 'Claims up to p_limit due messages for one dispatcher, leased for p_lease; marks the ones that may not go suppressed.';
+COMMENT ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone, p_ids uuid[]) IS 'Claims up to p_limit due messages (only p_ids, when given) for one dispatcher, leased for p_lease; marks the ones that may not go suppressed.';
 
 
 --
@@ -1407,6 +1711,62 @@ COMMENT ON FUNCTION private.close_credit_pools(p_organization_id uuid, p_pools t
 
 
 --
+-- Name: close_credit_statements(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.close_credit_statements(p_now timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 500) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_account record;
+  v_end timestamptz;
+  v_statement public.credit_statements;
+  v_count integer := 0;
+begin
+  for v_account in
+    select a.* from public.credit_accounts a
+    where a.status <> 'closed' and private.statement_date(a.statement_day, p_now) <= p_now
+      and coalesce(a.last_statement_at, '-infinity') < private.statement_date(a.statement_day, p_now)
+      and a.opened_at < private.statement_date(a.statement_day, p_now)
+    order by a.organization_id
+    limit p_limit
+    for update of a skip locked
+  loop
+    v_end := private.statement_date(v_account.statement_day, p_now);
+    insert into public.credit_statements (organization_id, period_start, period_end, due_date, currency, total)
+    values (v_account.organization_id, coalesce(v_account.last_statement_at, v_account.opened_at), v_end,
+            v_end + make_interval(days => v_account.payment_terms_days), v_account.currency, 0)
+    returning * into v_statement;
+    with billed as (
+      update public.credit_account_transactions t set statement_id = v_statement.id
+      where t.organization_id = v_account.organization_id and t.statement_id is null and t.status = 'completed'
+        and t.type in ('charge', 'fee', 'adjustment', 'refund') and t.created_at < v_end
+      returning t.amount
+    )
+    update public.credit_statements s set total = coalesce((select sum(amount) from billed), 0),
+      status = (case when coalesce((select sum(amount) from billed), 0) > 0 then 'pending' else 'paid' end)::public.credit_statement_status,
+      paid_at = case when coalesce((select sum(amount) from billed), 0) > 0 then null else p_now end
+    where s.id = v_statement.id
+    returning * into v_statement;
+    update public.credit_accounts set last_statement_at = v_end where organization_id = v_account.organization_id;
+    perform private.append_domain_event(v_account.organization_id, 'credit_statement.closed',
+      jsonb_build_object('statement_id', v_statement.id, 'total', v_statement.total, 'due_date', v_statement.due_date));
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION close_credit_statements(p_now timestamp with time zone, p_limit integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.close_credit_statements(p_now timestamp with time zone, p_limit integer) IS 'Closes the statements due on p_now (each account''s statement day): its completed unbilled transactions; returns how many.';
+
+
+--
 -- Name: co_member_user_ids(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1453,7 +1813,7 @@ declare
   v_available bigint;
   v_draws jsonb;
   v_overage jsonb := '{}'::jsonb;
-  v_terms record;
+  v_allows boolean;
 begin
   v_pools := private.lock_active_reservation(p_reservation_id, v_now);
   select * into v_reservation from public.credit_reservations where id = p_reservation_id;
@@ -1489,22 +1849,16 @@ begin
     v_excess := v_pool.amount - v_held;
     if v_excess > 0 then
       -- Used more than held: refused unless the plan allows overage; then the excess comes
-      -- from what is available (as a direct consumption would), and what is not is recorded as
-      -- overage for billing, up to the plan's cap per pool and period.
-      select a.allows_overage, a.overage_cap, op.period_start into v_terms
+      -- from what is available (as a direct consumption would), and the rest is overage charged
+      -- to the credit account, within its available credit.
+      select a.allows_overage into v_allows
       from public.organization_plans op
       join public.credit_plan_allocations a on a.plan_key = op.plan_key and a.pool_key = v_pool.pool
       where op.organization_id = v_reservation.organization_id;
-      if not coalesce(v_terms.allows_overage, false) then
+      if not coalesce(v_allows, false) then
         perform private.raise('exceeds_reservation', format('%s %s credits used but %s held; the plan allows no overage.', v_pool.amount, v_pool.pool, v_held));
       end if;
       v_available := private.pool_available(v_reservation.organization_id, v_pool.pool, v_now);
-      if v_excess > v_available and v_excess - v_available + coalesce((
-           select sum(o.amount) from public.credit_overages o
-           where o.organization_id = v_reservation.organization_id and o.pool_key = v_pool.pool
-             and o.created_at >= v_terms.period_start), 0) > v_terms.overage_cap then
-        perform private.raise('overage_cap_exceeded', format('This would take %s overage past the plan''s cap of %s per period.', v_pool.pool, v_terms.overage_cap));
-      end if;
       if least(v_available, v_excess) > 0 then
         v_draws := private.draw_from_grants(v_reservation.organization_id, v_pool.pool, least(v_available, v_excess), v_now);
         insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
@@ -1514,8 +1868,7 @@ begin
         from jsonb_to_recordset(v_draws) as d (pool text, grant_id uuid, amount bigint);
       end if;
       if v_excess > v_available then
-        insert into public.credit_overages (organization_id, pool_key, amount, transaction_id, reservation_id, created_at)
-        values (v_reservation.organization_id, v_pool.pool, v_excess - v_available, v_tx, v_reservation.id, v_now);
+        perform private.charge_overage(v_reservation.organization_id, v_pool.pool, v_excess - v_available, v_tx, v_reservation.id, v_now);
         v_overage := v_overage || jsonb_build_object(v_pool.pool, v_excess - v_available);
       end if;
     end if;
@@ -1708,37 +2061,53 @@ CREATE FUNCTION private.consume_credits_general(p_organization_id uuid, p_action
 declare
   v_open text[];
   v_available bigint;
+  v_shortfall bigint;
   v_draws jsonb;
   v_result jsonb;
   v_consumed jsonb := '{}'::jsonb;
   v_remaining jsonb := '{}'::jsonb;
+  v_overage jsonb := '{}'::jsonb;
+  v_drawn bigint[] := '{}';
 begin
   perform private.authorize(p_organization_id);
   perform private.require_organization(p_organization_id);
   v_open := private.open_credit_pools(p_organization_id, p_pools, p_now);
   for i in 1 .. cardinality(p_pools) loop
     v_available := private.pool_available(p_organization_id, p_pools[i], p_now);
-    if v_available < p_costs[i] then
+    v_shortfall := greatest(p_costs[i] - v_available, 0);
+    -- Beyond the balance: refused, unless the plan allows overage there and a credit account is active.
+    if v_shortfall > 0 and private.overage_price(p_organization_id, p_pools[i]) is null then
       v_result := private.insufficient_credits(p_pools[i], p_costs[i], v_available);
       exit;
     end if;
-    v_remaining := v_remaining || jsonb_build_object(p_pools[i], v_available - p_costs[i]);
+    v_drawn := v_drawn || (p_costs[i] - v_shortfall);
+    v_remaining := v_remaining || jsonb_build_object(p_pools[i], v_available - (p_costs[i] - v_shortfall));
     v_consumed := v_consumed || jsonb_build_object(p_pools[i], p_costs[i]);
+    if v_shortfall > 0 then
+      v_overage := v_overage || jsonb_build_object(p_pools[i], v_shortfall);
+    end if;
   end loop;
 
   if v_result is null and p_quantity = 0 then
-    -- A dry run: would one unit succeed, and what would remain.
-    v_result := jsonb_build_object('success', true, 'dry_run', true, 'would_consume', v_consumed, 'remaining', v_remaining);
+    -- A dry run: would one unit succeed, and what would remain (and go on account).
+    v_result := jsonb_build_object('success', true, 'dry_run', true, 'would_consume', v_consumed, 'remaining', v_remaining)
+      || case when v_overage = '{}'::jsonb then '{}'::jsonb else jsonb_build_object('overage', v_overage) end;
   elsif v_result is null then
     for i in 1 .. cardinality(p_pools) loop
-      v_draws := private.draw_from_grants(p_organization_id, p_pools[i], p_costs[i], p_now);
-      insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
-                                        quantity, actor_id, actor_role, metadata, created_at)
-      select p_tx, p_organization_id, d.pool, 'consumption', -d.amount, d.grant_id, p_action_type,
-             p_quantity, p_actor, p_role, p_metadata, p_now
-      from jsonb_to_recordset(v_draws) as d (pool text, grant_id uuid, amount bigint);
+      if v_drawn[i] > 0 then
+        v_draws := private.draw_from_grants(p_organization_id, p_pools[i], v_drawn[i], p_now);
+        insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
+                                          quantity, actor_id, actor_role, metadata, created_at)
+        select p_tx, p_organization_id, d.pool, 'consumption', -d.amount, d.grant_id, p_action_type,
+               p_quantity, p_actor, p_role, p_metadata, p_now
+        from jsonb_to_recordset(v_draws) as d (pool text, grant_id uuid, amount bigint);
+      end if;
+      if v_overage ? p_pools[i] then
+        perform private.charge_overage(p_organization_id, p_pools[i], (v_overage ->> p_pools[i])::bigint, p_tx, null, p_now);
+      end if;
     end loop;
-    v_result := jsonb_build_object('success', true, 'transaction_id', p_tx, 'consumed', v_consumed, 'remaining', v_remaining);
+    v_result := jsonb_build_object('success', true, 'transaction_id', p_tx, 'consumed', v_consumed, 'remaining', v_remaining)
+      || case when v_overage = '{}'::jsonb then '{}'::jsonb else jsonb_build_object('overage', v_overage) end;
   elsif p_quantity = 0 then
     v_result := v_result || '{"dry_run": true}'::jsonb;
   end if;
@@ -1752,7 +2121,7 @@ $$;
 -- Name: FUNCTION consume_credits_general(p_organization_id uuid, p_action_type text, p_quantity integer, p_metadata jsonb, p_role text, p_actor uuid, p_tx uuid, p_pools text[], p_costs bigint[], p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.consume_credits_general(p_organization_id uuid, p_action_type text, p_quantity integer, p_metadata jsonb, p_role text, p_actor uuid, p_tx uuid, p_pools text[], p_costs bigint[], p_now timestamp with time zone) IS 'consume_credits_rpc through the general path: sweeps, draws over several grants, dry runs, insufficient credits.';
+COMMENT ON FUNCTION private.consume_credits_general(p_organization_id uuid, p_action_type text, p_quantity integer, p_metadata jsonb, p_role text, p_actor uuid, p_tx uuid, p_pools text[], p_costs bigint[], p_now timestamp with time zone) IS 'consume_credits_rpc through the general path: sweeps, draws over several grants, dry runs, insufficient credits, overage on account.';
 
 
 --
@@ -1907,6 +2276,36 @@ $$;
 --
 
 COMMENT ON FUNCTION private.credit_balances_at(p_organization_id uuid, p_now timestamp with time zone) IS 'Exact balances of an organization at a time (get_credit_balances at now()).';
+
+
+--
+-- Name: credit_statement_lines(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.credit_statement_lines(p_statement_id uuid) RETURNS TABLE(line integer, description text, amount bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select (row_number() over (order by min(t.created_at), grouping))::integer, min(description_of), sum(t.amount)::bigint
+  from (
+    select t.*,
+      case when t.source_type = 'overage' then 'overage:' || (t.metadata ->> 'pool') else t.type::text || ':' || coalesce(t.source_id, t.id::text) end as grouping,
+      case when t.source_type = 'overage'
+           then format('%s overage', coalesce((select p.name from public.credit_pools p where p.key = t.metadata ->> 'pool'), t.metadata ->> 'pool'))
+           else t.description end as description_of
+    from public.credit_account_transactions t where t.statement_id = p_statement_id
+  ) t
+  group by grouping
+  having sum(t.amount) <> 0
+  order by 1
+$$;
+
+
+--
+-- Name: FUNCTION credit_statement_lines(p_statement_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.credit_statement_lines(p_statement_id uuid) IS 'A statement''s invoice items: overage per pool, purchases, fees, adjustments, refunds.';
 
 
 --
@@ -2333,6 +2732,7 @@ declare
   v_pool text := p_event.payload ->> 'pool';
   v_pool_name text := coalesce((select name from public.credit_pools where key = v_pool), v_pool);
   v_invoice jsonb := p_event.payload -> 'invoice';
+  v_mail jsonb := p_event.payload -> 'mail';
   v_recipient text;
   v_count integer := 0;
 begin
@@ -2349,6 +2749,16 @@ begin
   end if;
   if v_organization is null then
     return 0;
+  end if;
+  -- An event that carries its mail: the template and props as the event's author built them.
+  if v_mail is not null then
+    for v_recipient in select email from private.member_emails(p_event.organization_id,
+                         array(select jsonb_array_elements_text(v_mail -> 'roles'))::public.organization_role[]) loop
+      perform private.enqueue_email(v_mail ->> 'template', v_recipient, v_mail -> 'props',
+        format('event:%s:%s', p_event.event_id, v_recipient), p_event.organization_id);
+      v_count := v_count + 1;
+    end loop;
+    return v_count;
   end if;
   if p_event.type in ('billing.payment_failed', 'billing.suspended') then
     -- Money mail: to the owners and billing members.
@@ -2768,6 +3178,36 @@ COMMENT ON FUNCTION private.grants_in_draw_order(p_organization_id uuid, p_pool 
 
 
 --
+-- Name: guard_credit_account_status(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.guard_credit_account_status() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status is distinct from old.status then
+    if not (old.status, new.status) in (
+      ('active', 'suspended'), ('active', 'closed'),
+      ('suspended', 'active'), ('suspended', 'defaulted'), ('suspended', 'closed'),
+      ('defaulted', 'active'), ('defaulted', 'closed')) then
+      perform private.raise('invalid_status_transition', format('A credit account cannot go from %s to %s.', old.status, new.status));
+    end if;
+    new.status_changed_at := now();
+  end if;
+  return new;
+end
+$$;
+
+
+--
+-- Name: FUNCTION guard_credit_account_status(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.guard_credit_account_status() IS 'Trigger: only the allowed transitions of a credit account''s status.';
+
+
+--
 -- Name: guard_credit_ledger(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2798,6 +3238,38 @@ COMMENT ON FUNCTION private.guard_credit_ledger() IS 'Trigger: the ledger is app
 
 
 --
+-- Name: guard_credit_transaction(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.guard_credit_transaction() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if tg_op = 'DELETE' then
+    -- Only with their account, which goes only with a settled organization's deletion.
+    if exists (select 1 from public.credit_accounts where organization_id = old.organization_id) then
+      perform private.raise('append_only', 'Credit account transactions are never deleted.');
+    end if;
+    return old;
+  end if;
+  if (new.organization_id, new.type, new.amount, new.currency, new.description, new.source_type, new.source_id, new.idempotency_key, new.created_at)
+     is distinct from (old.organization_id, old.type, old.amount, old.currency, old.description, old.source_type, old.source_id, old.idempotency_key, old.created_at) then
+    perform private.raise('append_only', 'A credit account transaction changes only its status and statement.');
+  end if;
+  return new;
+end
+$$;
+
+
+--
+-- Name: FUNCTION guard_credit_transaction(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.guard_credit_transaction() IS 'Trigger: transactions are append-only but for status, completion and statement.';
+
+
+--
 -- Name: guard_domain_events(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2820,6 +3292,32 @@ $$;
 --
 
 COMMENT ON FUNCTION private.guard_domain_events() IS 'Trigger: events are immutable; only the purge deletes them.';
+
+
+--
+-- Name: guard_organization_credit_account(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.guard_organization_credit_account() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_owed bigint := (select amount_owed from public.credit_accounts where organization_id = old.id);
+begin
+  if coalesce(v_owed, 0) <> 0 then
+    perform private.raise('unsettled_balance', format('The organization owes %s on its credit account: settle it before deleting it.', v_owed));
+  end if;
+  return old;
+end
+$$;
+
+
+--
+-- Name: FUNCTION guard_organization_credit_account(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.guard_organization_credit_account() IS 'Trigger: refuses to delete an organization whose credit account is not settled.';
 
 
 --
@@ -3263,6 +3761,200 @@ COMMENT ON FUNCTION private.lock_active_reservation(p_reservation_id uuid, p_now
 
 
 --
+-- Name: credit_accounts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.credit_accounts (
+    organization_id uuid NOT NULL,
+    currency text DEFAULT 'eur'::text NOT NULL,
+    credit_limit bigint NOT NULL,
+    amount_owed bigint DEFAULT 0 NOT NULL,
+    available_credit bigint GENERATED ALWAYS AS (GREATEST((credit_limit - amount_owed), (0)::bigint)) STORED,
+    statement_day integer DEFAULT 1 NOT NULL,
+    payment_terms_days integer DEFAULT 14 NOT NULL,
+    status public.credit_account_status DEFAULT 'active'::public.credit_account_status NOT NULL,
+    stripe_payment_method_id text,
+    billing_email text,
+    billing_name text,
+    on_time_streak integer DEFAULT 0 NOT NULL,
+    last_statement_at timestamp with time zone,
+    opened_by uuid,
+    opened_at timestamp with time zone DEFAULT now() NOT NULL,
+    status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT credit_accounts_billing_email_check CHECK ((char_length(billing_email) <= 320)),
+    CONSTRAINT credit_accounts_billing_name_check CHECK ((char_length(billing_name) <= 200)),
+    CONSTRAINT credit_accounts_credit_limit_check CHECK (((credit_limit >= 0) AND (credit_limit <= 100000000))),
+    CONSTRAINT credit_accounts_currency_check CHECK ((currency ~ '^[a-z]{3}$'::text)),
+    CONSTRAINT credit_accounts_on_time_streak_check CHECK ((on_time_streak >= 0)),
+    CONSTRAINT credit_accounts_payment_terms_days_check CHECK (((payment_terms_days >= 0) AND (payment_terms_days <= 90))),
+    CONSTRAINT credit_accounts_statement_day_check CHECK (((statement_day >= 1) AND (statement_day <= 28))),
+    CONSTRAINT credit_accounts_stripe_payment_method_id_check CHECK ((stripe_payment_method_id ~ '^pm_[A-Za-z0-9_]{1,64}$'::text))
+);
+
+
+--
+-- Name: TABLE credit_accounts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.credit_accounts IS 'A postpaid line of credit: overage and purchases on account are charged to it, statements settle it.';
+
+
+--
+-- Name: COLUMN credit_accounts.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.organization_id IS 'The organization (one account each; an organization that owes cannot be deleted).';
+
+
+--
+-- Name: COLUMN credit_accounts.currency; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.currency IS 'The currency everything on the account is in.';
+
+
+--
+-- Name: COLUMN credit_accounts.credit_limit; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.credit_limit IS 'The most the organization may owe, in minor units.';
+
+
+--
+-- Name: COLUMN credit_accounts.amount_owed; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.amount_owed IS 'What it owes now, in minor units (negative: in credit).';
+
+
+--
+-- Name: COLUMN credit_accounts.available_credit; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.available_credit IS 'What may still be charged: credit_limit - amount_owed, at least 0.';
+
+
+--
+-- Name: COLUMN credit_accounts.statement_day; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.statement_day IS 'The day of the month a statement closes (1 to 28).';
+
+
+--
+-- Name: COLUMN credit_accounts.payment_terms_days; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.payment_terms_days IS 'Days from a statement to its due date.';
+
+
+--
+-- Name: COLUMN credit_accounts.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.status IS 'active, suspended, defaulted or closed (transitions enforced).';
+
+
+--
+-- Name: COLUMN credit_accounts.stripe_payment_method_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.stripe_payment_method_id IS 'The saved card statements are charged to; without one, statements are sent with their due date.';
+
+
+--
+-- Name: COLUMN credit_accounts.billing_email; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.billing_email IS 'Who statements go to.';
+
+
+--
+-- Name: COLUMN credit_accounts.billing_name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.billing_name IS 'The name on statements.';
+
+
+--
+-- Name: COLUMN credit_accounts.on_time_streak; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.on_time_streak IS 'Statements paid on time in a row (the limit rules read it).';
+
+
+--
+-- Name: COLUMN credit_accounts.last_statement_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.last_statement_at IS 'The end of the last statement''s period.';
+
+
+--
+-- Name: COLUMN credit_accounts.opened_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.opened_by IS 'The operator who opened it (null: a plan''s rule).';
+
+
+--
+-- Name: COLUMN credit_accounts.opened_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.opened_at IS 'When it was opened.';
+
+
+--
+-- Name: COLUMN credit_accounts.status_changed_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.status_changed_at IS 'When its status last changed.';
+
+
+--
+-- Name: COLUMN credit_accounts.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.created_at IS 'When the row was made.';
+
+
+--
+-- Name: COLUMN credit_accounts.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_accounts.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: lock_credit_account(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.lock_credit_account(p_organization_id uuid) RETURNS public.credit_accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_account public.credit_accounts;
+begin
+  select * into v_account from public.credit_accounts where organization_id = p_organization_id for update;
+  if v_account.organization_id is null then
+    perform private.raise('credit_account_not_found', 'The organization has no credit account.');
+  end if;
+  return v_account;
+end
+$$;
+
+
+--
+-- Name: FUNCTION lock_credit_account(p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.lock_credit_account(p_organization_id uuid) IS 'Locks and returns an organization''s credit account (credit_account_not_found).';
+
+
+--
 -- Name: lock_pools_of_actions(uuid, text[]); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3439,6 +4131,80 @@ COMMENT ON FUNCTION private.notify_credit_crossing(p_organization_id uuid, p_poo
 
 
 --
+-- Name: open_credit_account(uuid, bigint, text, text, integer, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) RETURNS public.credit_accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_account public.credit_accounts;
+  v_reason text := private.check_reason(p_reason);
+begin
+  perform private.require_operator();
+  perform private.require_organization(p_organization_id);
+  if p_credit_limit is null or p_credit_limit not between 0 and 100000000 or p_statement_day is null or p_statement_day not between 1 and 28
+     or p_payment_terms_days is null or p_payment_terms_days not between 0 and 90 or p_currency !~ '^[a-z]{3}$' then
+    perform private.raise('invalid_credit_terms', 'A credit limit is 0 to 100000000 minor units, a statement day 1 to 28, payment terms 0 to 90 days.');
+  end if;
+  insert into public.credit_accounts (organization_id, currency, credit_limit, statement_day, payment_terms_days, opened_by)
+  values (p_organization_id, p_currency, p_credit_limit, p_statement_day, p_payment_terms_days, auth.uid())
+  on conflict (organization_id) do nothing
+  returning * into v_account;
+  if v_account.organization_id is null then
+    perform private.raise('credit_account_exists', 'The organization has a credit account already.');
+  end if;
+  perform private.record_credit_change(p_organization_id, 'limit_change', v_reason, 'operator',
+    jsonb_build_object('from', 0, 'to', p_credit_limit, 'opened', true), now());
+  perform private.append_domain_event(p_organization_id, 'credit_account.opened',
+    jsonb_build_object('credit_limit', p_credit_limit, 'currency', p_currency, 'reason', v_reason));
+  return v_account;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) IS 'The body of open_credit_account.';
+
+
+--
+-- Name: open_credit_account_by_plan(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.open_credit_account_by_plan() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_limit bigint := (select credit_account_limit from public.credit_plans where key = new.plan_key);
+begin
+  if v_limit is not null and (tg_op = 'INSERT' or new.plan_key is distinct from old.plan_key) then
+    insert into public.credit_accounts (organization_id, credit_limit) values (new.organization_id, v_limit)
+    on conflict (organization_id) do nothing;
+    if found then
+      perform private.record_credit_change(new.organization_id, 'limit_change', format('Opened by the %s plan''s rule', new.plan_key), 'rule',
+        jsonb_build_object('from', 0, 'to', v_limit, 'opened', true, 'plan', new.plan_key), now());
+      perform private.append_domain_event(new.organization_id, 'credit_account.opened',
+        jsonb_build_object('credit_limit', v_limit, 'currency', 'eur', 'reason', 'plan ' || new.plan_key));
+    end if;
+  end if;
+  return null;
+end
+$$;
+
+
+--
+-- Name: FUNCTION open_credit_account_by_plan(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.open_credit_account_by_plan() IS 'Trigger: opens a credit account when an organization moves onto a plan with credit_account_limit.';
+
+
+--
 -- Name: open_credit_pools(uuid, text[], timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3577,6 +4343,29 @@ COMMENT ON FUNCTION private.orphan_objects(p_now timestamp with time zone, p_lim
 
 
 --
+-- Name: overage_price(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.overage_price(p_organization_id uuid, p_pool text) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select a.overage_price_millis
+  from public.organization_plans op
+  join public.credit_plan_allocations a on a.plan_key = op.plan_key and a.pool_key = p_pool and a.allows_overage
+  join public.credit_accounts ca on ca.organization_id = op.organization_id and ca.status = 'active'
+  where op.organization_id = p_organization_id
+$$;
+
+
+--
+-- Name: FUNCTION overage_price(p_organization_id uuid, p_pool text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.overage_price(p_organization_id uuid, p_pool text) IS 'The price (thousandths of a minor unit) of a credit beyond the balance, when the plan allows overage and the credit account is active; else null.';
+
+
+--
 -- Name: parse_organization_role(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3694,6 +4483,243 @@ $$;
 --
 
 COMMENT ON FUNCTION private.pool_available(p_organization_id uuid, p_pool text, p_now timestamp with time zone) IS 'Spendable credits of an open pool (grant rows are exact while it is open); only purchased ones while the organization is suspended.';
+
+
+--
+-- Name: credit_account_transactions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.credit_account_transactions (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid NOT NULL,
+    type public.credit_transaction_type NOT NULL,
+    status public.credit_transaction_status DEFAULT 'completed'::public.credit_transaction_status NOT NULL,
+    amount bigint NOT NULL,
+    currency text NOT NULL,
+    description text NOT NULL,
+    source_type text NOT NULL,
+    source_id text,
+    idempotency_key text,
+    statement_id uuid,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_by uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    completed_at timestamp with time zone,
+    CONSTRAINT credit_account_transactions_amount_check CHECK (((amount >= '-100000000'::integer) AND (amount <= 100000000))),
+    CONSTRAINT credit_account_transactions_check CHECK (((type = ANY (ARRAY['limit_change'::public.credit_transaction_type, 'status_change'::public.credit_transaction_type])) = (amount = 0))),
+    CONSTRAINT credit_account_transactions_check1 CHECK (((type <> ALL (ARRAY['charge'::public.credit_transaction_type, 'fee'::public.credit_transaction_type])) OR (amount > 0))),
+    CONSTRAINT credit_account_transactions_check2 CHECK (((type <> ALL (ARRAY['payment'::public.credit_transaction_type, 'refund'::public.credit_transaction_type])) OR (amount < 0))),
+    CONSTRAINT credit_account_transactions_currency_check CHECK ((currency ~ '^[a-z]{3}$'::text)),
+    CONSTRAINT credit_account_transactions_description_check CHECK (((char_length(description) >= 1) AND (char_length(description) <= 500))),
+    CONSTRAINT credit_account_transactions_idempotency_key_check CHECK (((char_length(idempotency_key) >= 1) AND (char_length(idempotency_key) <= 255))),
+    CONSTRAINT credit_account_transactions_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT credit_account_transactions_source_id_check CHECK ((char_length(source_id) <= 200)),
+    CONSTRAINT credit_account_transactions_source_type_check CHECK ((source_type = ANY (ARRAY['overage'::text, 'pack'::text, 'purchase'::text, 'operator'::text, 'statement'::text, 'rule'::text, 'system'::text])))
+);
+
+
+--
+-- Name: TABLE credit_account_transactions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.credit_account_transactions IS 'Every movement on a credit account (amount > 0 raises what is owed, < 0 lowers it) and every change of its limit or status, with its reason.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.id IS 'The transaction.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.organization_id IS 'The account.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.type; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.type IS 'charge, payment, adjustment, refund, fee, limit_change or status_change.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.status IS 'pending, completed, failed or cancelled; only completed ones count.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.amount; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.amount IS 'In minor units: positive raises what is owed (charges, fees), negative lowers it (payments, refunds); 0 for limit and status changes.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.currency; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.currency IS 'The account''s currency.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.description; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.description IS 'What it is for (or why a limit or status changed).';
+
+
+--
+-- Name: COLUMN credit_account_transactions.source_type; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.source_type IS 'Where it came from: overage, pack, purchase, operator, statement, rule, system.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.source_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.source_id IS 'The source''s id (the overage entry, the pack checkout, the Stripe invoice, ...).';
+
+
+--
+-- Name: COLUMN credit_account_transactions.idempotency_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.idempotency_key IS 'The caller''s key: the same key never makes a second transaction.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.statement_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.statement_id IS 'The statement that billed it.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.metadata; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.metadata IS 'Details (the limit before and after, the statuses, ...).';
+
+
+--
+-- Name: COLUMN credit_account_transactions.created_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.created_by IS 'Who made it (null: the system).';
+
+
+--
+-- Name: COLUMN credit_account_transactions.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.created_at IS 'When.';
+
+
+--
+-- Name: COLUMN credit_account_transactions.completed_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_account_transactions.completed_at IS 'When it completed.';
+
+
+--
+-- Name: post_credit_account_transaction(uuid, public.credit_transaction_type, bigint, text, text, text, text, jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) RETURNS public.credit_account_transactions
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require_operator();
+  if p_idempotency_key is null then
+    perform private.raise('invalid_idempotency_key', 'Every transaction needs an idempotency key.');
+  end if;
+  if p_source_type is null or p_source_type not in ('purchase', 'pack', 'operator') then
+    perform private.raise('invalid_transaction', 'A posted transaction''s source is purchase, pack or operator.');
+  end if;
+  return private.post_credit_transaction(p_organization_id, p_type, p_amount, p_description, p_source_type, p_source_id,
+    p_idempotency_key, p_metadata);
+end
+$$;
+
+
+--
+-- Name: FUNCTION post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) IS 'The body of post_credit_account_transaction.';
+
+
+--
+-- Name: post_credit_transaction(uuid, public.credit_transaction_type, bigint, text, text, text, text, jsonb, timestamp with time zone, public.credit_transaction_status); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.post_credit_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_source_type text, p_source_id text DEFAULT NULL::text, p_idempotency_key text DEFAULT NULL::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_now timestamp with time zone DEFAULT now(), p_status public.credit_transaction_status DEFAULT 'completed'::public.credit_transaction_status) RETURNS public.credit_account_transactions
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_account public.credit_accounts := private.lock_credit_account(p_organization_id);
+  v_txn public.credit_account_transactions;
+  v_signed bigint;
+begin
+  if p_type is null or p_type in ('limit_change', 'status_change') or p_amount is null or p_amount <= 0
+     or p_description is null or char_length(btrim(p_description)) not between 1 and 500 then
+    perform private.raise('invalid_transaction', 'A transaction needs a type, a positive amount in minor units, and a description of at most 500 characters.');
+  end if;
+  -- Past the limit is the answer for any charge too large, before the amount's own bound.
+  if p_type in ('charge', 'fee') and p_status = 'completed' and v_account.amount_owed + p_amount > v_account.credit_limit then
+    perform private.raise('credit_limit_exceeded', format('%s would take the amount owed to %s, past the limit of %s.',
+      p_amount, v_account.amount_owed + p_amount, v_account.credit_limit));
+  end if;
+  if p_amount > 100000000 then
+    perform private.raise('invalid_transaction', 'An amount is at most 100000000 minor units.');
+  end if;
+  if p_idempotency_key is not null then
+    perform private.check_idempotency_key(p_idempotency_key);
+    select * into v_txn from public.credit_account_transactions
+    where organization_id = p_organization_id and idempotency_key = p_idempotency_key;
+    if v_txn.id is not null then
+      if v_txn.type <> p_type or abs(v_txn.amount) <> p_amount then
+        perform private.raise('idempotency_key_reused', 'The idempotency key was used for another transaction.');
+      end if;
+      return v_txn;
+    end if;
+  end if;
+  -- Payments and refunds lower what is owed; charges and fees raise it; adjustments raise it
+  -- (an operator lowers it with a refund).
+  v_signed := case when p_type in ('payment', 'refund') then -p_amount else p_amount end;
+  if p_type in ('charge', 'fee') and p_status = 'completed' and v_account.status <> 'active' then
+    perform private.raise('credit_account_not_active', format('The credit account is %s: no charges on account.', v_account.status));
+  end if;
+  perform private.check_metadata(p_metadata);
+  insert into public.credit_account_transactions (organization_id, type, status, amount, currency, description, source_type,
+    source_id, idempotency_key, metadata, created_by, created_at, completed_at)
+  values (p_organization_id, p_type, p_status, v_signed, v_account.currency, btrim(p_description), p_source_type, p_source_id,
+    p_idempotency_key, coalesce(p_metadata, '{}'::jsonb), auth.uid(), p_now, case when p_status = 'completed' then p_now end)
+  returning * into v_txn;
+  if p_status = 'completed' then
+    update public.credit_accounts set amount_owed = amount_owed + v_signed where organization_id = p_organization_id;
+  end if;
+  return v_txn;
+end
+$$;
+
+
+--
+-- Name: FUNCTION post_credit_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_source_type text, p_source_id text, p_idempotency_key text, p_metadata jsonb, p_now timestamp with time zone, p_status public.credit_transaction_status); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.post_credit_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_source_type text, p_source_id text, p_idempotency_key text, p_metadata jsonb, p_now timestamp with time zone, p_status public.credit_transaction_status) IS 'Records a money transaction on a credit account under its lock: charges within the limit of an active account, once per idempotency key.';
 
 
 --
@@ -3970,6 +4996,28 @@ COMMENT ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_cu
 
 
 --
+-- Name: record_credit_change(uuid, public.credit_transaction_type, text, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_credit_change(p_organization_id uuid, p_type public.credit_transaction_type, p_reason text, p_source_type text, p_metadata jsonb, p_now timestamp with time zone) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into public.credit_account_transactions (organization_id, type, amount, currency, description, source_type,
+    metadata, created_by, created_at, completed_at)
+  select p_organization_id, p_type, 0, a.currency, p_reason, p_source_type, p_metadata, auth.uid(), p_now, p_now
+  from public.credit_accounts a where a.organization_id = p_organization_id
+$$;
+
+
+--
+-- Name: FUNCTION record_credit_change(p_organization_id uuid, p_type public.credit_transaction_type, p_reason text, p_source_type text, p_metadata jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_credit_change(p_organization_id uuid, p_type public.credit_transaction_type, p_reason text, p_source_type text, p_metadata jsonb, p_now timestamp with time zone) IS 'Records a limit or status change of a credit account in its history, with the reason.';
+
+
+--
 -- Name: record_email_event(text, text, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4054,6 +5102,74 @@ $$;
 --
 
 COMMENT ON FUNCTION private.record_organization_deletion() IS 'Trigger: writes the tombstone and the organization.deleted event of a deleted organization.';
+
+
+--
+-- Name: record_statement_bill_failure(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_statement_bill_failure(p_statement_id uuid, p_error text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update public.credit_statements set bill_attempts = bill_attempts + 1, last_error = left(p_error, 2000) where id = p_statement_id
+$$;
+
+
+--
+-- Name: FUNCTION record_statement_bill_failure(p_statement_id uuid, p_error text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_statement_bill_failure(p_statement_id uuid, p_error text) IS 'Counts a failed attempt to bill a statement.';
+
+
+--
+-- Name: record_statement_billed(uuid, text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_statement_billed(p_statement_id uuid, p_collection text, p_hosted_url text, p_now timestamp with time zone DEFAULT now()) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_statement public.credit_statements;
+begin
+  update public.credit_statements set status = 'billed', collection_method = p_collection, hosted_invoice_url = p_hosted_url,
+    billed_at = p_now, last_error = null
+  where id = p_statement_id and status = 'pending'
+  returning * into v_statement;
+  if v_statement.id is not null then
+    perform private.append_domain_event(v_statement.organization_id, 'credit_statement.billed',
+      jsonb_build_object('statement_id', v_statement.id, 'total', v_statement.total, 'stripe_invoice_id', v_statement.stripe_invoice_id));
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION record_statement_billed(p_statement_id uuid, p_collection text, p_hosted_url text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_statement_billed(p_statement_id uuid, p_collection text, p_hosted_url text, p_now timestamp with time zone) IS 'Marks a statement billed (its invoice is out).';
+
+
+--
+-- Name: record_statement_invoice(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_statement_invoice(p_statement_id uuid, p_invoice_id text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update public.credit_statements set stripe_invoice_id = p_invoice_id where id = p_statement_id and stripe_invoice_id is null
+$$;
+
+
+--
+-- Name: FUNCTION record_statement_invoice(p_statement_id uuid, p_invoice_id text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_statement_invoice(p_statement_id uuid, p_invoice_id text) IS 'Remembers a statement''s Stripe invoice as soon as it exists.';
 
 
 --
@@ -4743,6 +5859,89 @@ COMMENT ON FUNCTION private.set_billing_standing(p_organization_id uuid, p_stand
 
 
 --
+-- Name: set_credit_account_status(uuid, public.credit_account_status, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) RETURNS public.credit_accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_reason text := private.check_reason(p_reason);
+begin
+  perform private.require_operator();
+  return private.set_credit_status_internal(p_organization_id, p_status, v_reason, 'operator', now());
+end
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) IS 'The body of set_credit_account_status.';
+
+
+--
+-- Name: set_credit_limit(uuid, bigint, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) RETURNS public.credit_accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_reason text := private.check_reason(p_reason);
+begin
+  perform private.require_operator();
+  return private.set_credit_limit_internal(p_organization_id, p_credit_limit, v_reason, 'operator', now());
+end
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) IS 'The body of set_credit_limit.';
+
+
+--
+-- Name: set_credit_limit_internal(uuid, bigint, text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.set_credit_limit_internal(p_organization_id uuid, p_limit bigint, p_reason text, p_source_type text, p_now timestamp with time zone) RETURNS public.credit_accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_before public.credit_accounts := private.lock_credit_account(p_organization_id);
+  v_after public.credit_accounts;
+begin
+  if p_limit is null or p_limit not between 0 and 100000000 then
+    perform private.raise('invalid_credit_terms', 'A credit limit is 0 to 100000000 minor units.');
+  end if;
+  if p_limit = v_before.credit_limit then
+    return v_before;
+  end if;
+  update public.credit_accounts set credit_limit = p_limit where organization_id = p_organization_id returning * into v_after;
+  perform private.record_credit_change(p_organization_id, 'limit_change', p_reason, p_source_type,
+    jsonb_build_object('from', v_before.credit_limit, 'to', p_limit), p_now);
+  perform private.append_domain_event(p_organization_id, 'credit_account.limit_changed',
+    jsonb_build_object('from', v_before.credit_limit, 'to', p_limit, 'reason', p_reason));
+  return v_after;
+end
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_limit_internal(p_organization_id uuid, p_limit bigint, p_reason text, p_source_type text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.set_credit_limit_internal(p_organization_id uuid, p_limit bigint, p_reason text, p_source_type text, p_now timestamp with time zone) IS 'Changes a credit limit with its history entry and event.';
+
+
+--
 -- Name: set_credit_low_threshold(uuid, text, bigint); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4772,6 +5971,38 @@ $$;
 --
 
 COMMENT ON FUNCTION private.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) IS 'The body of set_credit_low_threshold.';
+
+
+--
+-- Name: set_credit_status_internal(uuid, public.credit_account_status, text, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.set_credit_status_internal(p_organization_id uuid, p_status public.credit_account_status, p_reason text, p_source_type text, p_now timestamp with time zone) RETURNS public.credit_accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_before public.credit_accounts := private.lock_credit_account(p_organization_id);
+  v_after public.credit_accounts;
+begin
+  if v_before.status = p_status then
+    return v_before;
+  end if;
+  update public.credit_accounts set status = p_status where organization_id = p_organization_id returning * into v_after;
+  perform private.record_credit_change(p_organization_id, 'status_change', p_reason, p_source_type,
+    jsonb_build_object('from', v_before.status, 'to', p_status), p_now);
+  perform private.append_domain_event(p_organization_id, 'credit_account.' || p_status::text,
+    jsonb_build_object('from', v_before.status, 'reason', p_reason));
+  return v_after;
+end
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_status_internal(p_organization_id uuid, p_status public.credit_account_status, p_reason text, p_source_type text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.set_credit_status_internal(p_organization_id uuid, p_status public.credit_account_status, p_reason text, p_source_type text, p_now timestamp with time zone) IS 'Changes a credit account''s status (the trigger enforces the transitions) with its history entry and event.';
 
 
 --
@@ -4965,6 +6196,254 @@ $$;
 --
 
 COMMENT ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone) IS 'Starts a billing period on a plan: expires the old allocation, grants the new one (unless p_grant_allocation is false) until p_period_end (default: start + the plan''s period), resets thresholds.';
+
+
+--
+-- Name: statement_date(integer, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.statement_date(p_day integer, p_now timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select make_timestamptz(extract(year from p_now at time zone 'UTC')::integer, extract(month from p_now at time zone 'UTC')::integer, p_day, 0, 0, 0, 'UTC')
+$$;
+
+
+--
+-- Name: FUNCTION statement_date(p_day integer, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.statement_date(p_day integer, p_now timestamp with time zone) IS 'The statement day of the month of p_now, at midnight UTC.';
+
+
+--
+-- Name: credit_statements; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.credit_statements (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    period_end timestamp with time zone NOT NULL,
+    due_date timestamp with time zone NOT NULL,
+    currency text NOT NULL,
+    total bigint NOT NULL,
+    status public.credit_statement_status DEFAULT 'pending'::public.credit_statement_status NOT NULL,
+    collection_method text,
+    stripe_invoice_id text,
+    hosted_invoice_url text,
+    bill_attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    billed_at timestamp with time zone,
+    paid_at timestamp with time zone,
+    reminded_at timestamp with time zone,
+    overdue_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT credit_statements_check CHECK ((period_end > period_start)),
+    CONSTRAINT credit_statements_collection_method_check CHECK ((collection_method = ANY (ARRAY['charge_automatically'::text, 'send_invoice'::text]))),
+    CONSTRAINT credit_statements_currency_check CHECK ((currency ~ '^[a-z]{3}$'::text)),
+    CONSTRAINT credit_statements_hosted_invoice_url_check CHECK ((char_length(hosted_invoice_url) <= 2000)),
+    CONSTRAINT credit_statements_last_error_check CHECK ((char_length(last_error) <= 2000)),
+    CONSTRAINT credit_statements_stripe_invoice_id_check CHECK ((stripe_invoice_id ~ '^in_[A-Za-z0-9_]{1,64}$'::text))
+);
+
+
+--
+-- Name: TABLE credit_statements; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.credit_statements IS 'What a credit account owes for a period, billed as one Stripe invoice.';
+
+
+--
+-- Name: COLUMN credit_statements.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.id IS 'The statement.';
+
+
+--
+-- Name: COLUMN credit_statements.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.organization_id IS 'The account.';
+
+
+--
+-- Name: COLUMN credit_statements.period_start; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.period_start IS 'Start of the period it closes.';
+
+
+--
+-- Name: COLUMN credit_statements.period_end; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.period_end IS 'Its end (the statement day).';
+
+
+--
+-- Name: COLUMN credit_statements.due_date; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.due_date IS 'When it must be paid (period end + payment terms).';
+
+
+--
+-- Name: COLUMN credit_statements.currency; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.currency IS 'The account''s currency.';
+
+
+--
+-- Name: COLUMN credit_statements.total; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.total IS 'The sum of its transactions, in minor units.';
+
+
+--
+-- Name: COLUMN credit_statements.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.status IS 'pending, billed, paid, failed or void.';
+
+
+--
+-- Name: COLUMN credit_statements.collection_method; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.collection_method IS 'charge_automatically (the account''s card) or send_invoice (paid by the due date).';
+
+
+--
+-- Name: COLUMN credit_statements.stripe_invoice_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.stripe_invoice_id IS 'The Stripe invoice that bills it.';
+
+
+--
+-- Name: COLUMN credit_statements.hosted_invoice_url; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.hosted_invoice_url IS 'Stripe''s page to pay it.';
+
+
+--
+-- Name: COLUMN credit_statements.bill_attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.bill_attempts IS 'How often billing it through Stripe failed.';
+
+
+--
+-- Name: COLUMN credit_statements.last_error; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.last_error IS 'The last failure billing it.';
+
+
+--
+-- Name: COLUMN credit_statements.billed_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.billed_at IS 'When it was billed.';
+
+
+--
+-- Name: COLUMN credit_statements.paid_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.paid_at IS 'When it was paid.';
+
+
+--
+-- Name: COLUMN credit_statements.reminded_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.reminded_at IS 'When its reminder went out.';
+
+
+--
+-- Name: COLUMN credit_statements.overdue_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.overdue_at IS 'When it was found overdue.';
+
+
+--
+-- Name: COLUMN credit_statements.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.created_at IS 'When it was closed.';
+
+
+--
+-- Name: COLUMN credit_statements.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_statements.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: statement_mail(public.credit_statements, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.statement_mail(p_statement public.credit_statements, p_template text, p_now timestamp with time zone) RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select jsonb_build_object('template', p_template, 'roles', '{owner,billing}'::text[], 'props',
+    case p_template
+      when 'payment_reminder' then jsonb_build_object(
+        'organizationName', o.name, 'amount', greatest(p_statement.total, 0), 'currency', p_statement.currency,
+        'dueDate', p_statement.due_date, 'invoiceNumber', p_statement.stripe_invoice_id,
+        'payUrl', coalesce(p_statement.hosted_invoice_url, private.site_url() || '/billing'))
+      else jsonb_build_object(
+        'organizationName', o.name, 'amount', greatest(p_statement.total, 0), 'currency', p_statement.currency,
+        'dueDate', p_statement.due_date,
+        'daysOverdue', greatest(1, extract(day from p_now - p_statement.due_date)::integer),
+        'suspendAt', p_statement.due_date + (private.setting('credit_suspend_after') #>> '{}')::interval,
+        'payUrl', coalesce(p_statement.hosted_invoice_url, private.site_url() || '/billing'))
+    end)
+  from public.organizations o where o.id = p_statement.organization_id
+$$;
+
+
+--
+-- Name: FUNCTION statement_mail(p_statement public.credit_statements, p_template text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.statement_mail(p_statement public.credit_statements, p_template text, p_now timestamp with time zone) IS 'The mail (template, recipients'' roles, props) of a statement''s reminder or overdue notice.';
+
+
+--
+-- Name: statements_to_bill(integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.statements_to_bill(p_limit integer DEFAULT 20) RETURNS TABLE(statement_id uuid, organization_id uuid, total bigint, currency text, due_date timestamp with time zone, stripe_invoice_id text, payment_method text, period_start timestamp with time zone, period_end timestamp with time zone)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select s.id, s.organization_id, s.total, s.currency, s.due_date, s.stripe_invoice_id, a.stripe_payment_method_id,
+         s.period_start, s.period_end
+  from public.credit_statements s join public.credit_accounts a on a.organization_id = s.organization_id
+  where s.status = 'pending' and s.bill_attempts < 10
+  order by s.bill_attempts, s.created_at
+  limit p_limit
+$$;
+
+
+--
+-- Name: FUNCTION statements_to_bill(p_limit integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.statements_to_bill(p_limit integer) IS 'Pending statements for credit-statements-bill, fresh ones first.';
 
 
 --
@@ -5236,6 +6715,10 @@ begin
     attempt_count = excluded.attempt_count, next_payment_attempt = excluded.next_payment_attempt,
     paid_at = excluded.paid_at, synced_at = excluded.synced_at;
 
+  if p_invoice #>> '{metadata,credit_statement_id}' is not null then
+    return private.apply_statement_invoice(p_invoice, p_payment_failed, p_now);
+  end if;
+
   if v_status = 'paid' then
     v_plan := (select key from public.credit_plans where stripe_price_id = v_line.price_id);
     if v_subscription is not null and v_plan is not null and v_line.period_start is not null then
@@ -5254,12 +6737,13 @@ begin
           jsonb_build_object('invoice', p_invoice ->> 'id', 'plan', v_plan, 'period_start', v_line.period_start, 'period_end', coalesce(v_period_end, v_line.period_end)));
       end if;
     end if;
-    -- Good standing again once no invoice whose payment failed is still open (an older paid
-    -- invoice arriving late does not lift a newer failure).
-    if not exists (select 1 from public.invoices i where i.organization_id = v_org and i.status = 'open' and i.attempt_count > 0) then
+    -- Good standing again once no subscription invoice whose payment failed is still open (an
+    -- older paid invoice arriving late does not lift a newer failure).
+    if not exists (select 1 from public.invoices i where i.organization_id = v_org and i.status = 'open' and i.attempt_count > 0
+                   and i.stripe_subscription_id is not null) then
       perform private.set_billing_standing(v_org, 'good', jsonb_build_object('invoice', p_invoice ->> 'id'), p_now);
     end if;
-  elsif p_payment_failed and v_status = 'open' then
+  elsif p_payment_failed and v_status = 'open' and v_subscription is not null then
     if (select standing from public.billing_accounts where organization_id = v_org) = 'good' then
       perform private.set_billing_standing(v_org, 'past_due', jsonb_build_object(
         'invoice', p_invoice ->> 'id', 'number', p_invoice ->> 'number', 'amount', coalesce((p_invoice ->> 'amount_due')::bigint, 0),
@@ -5436,6 +6920,47 @@ COMMENT ON FUNCTION private.unsubscribe_email(p_email text, p_category public.em
 
 
 --
+-- Name: update_credit_account_settings(uuid, text, text, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) RETURNS public.credit_accounts
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_account public.credit_accounts;
+begin
+  perform private.authorize(p_organization_id, '{owner,billing}');
+  perform private.lock_credit_account(p_organization_id);
+  if p_payment_method is not null and not exists (
+       select 1 from public.payment_methods where organization_id = p_organization_id and stripe_payment_method_id = p_payment_method) then
+    perform private.raise('invalid_input', 'The payment method is not one of the organization''s saved ones.');
+  end if;
+  if p_billing_email is not null and not private.is_email(p_billing_email) then
+    perform private.raise('invalid_email', 'Not an email address (at most 320 characters).');
+  end if;
+  if p_billing_name is not null and char_length(btrim(p_billing_name)) not between 1 and 200 then
+    perform private.raise('invalid_name', 'A name must be 1 to 200 characters.');
+  end if;
+  update public.credit_accounts set
+    stripe_payment_method_id = coalesce(p_payment_method, stripe_payment_method_id),
+    billing_email = coalesce(lower(btrim(p_billing_email)), billing_email),
+    billing_name = coalesce(btrim(p_billing_name), billing_name)
+  where organization_id = p_organization_id
+  returning * into v_account;
+  return v_account;
+end
+$$;
+
+
+--
+-- Name: FUNCTION update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) IS 'The body of update_credit_account_settings.';
+
+
+--
 -- Name: update_member_role(uuid, uuid, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -5585,7 +7110,7 @@ $$;
 -- Name: FUNCTION commit_reservation(p_reservation_id uuid, p_amounts jsonb); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.commit_reservation(p_reservation_id uuid, p_amounts jsonb) IS 'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. More than held is refused (exceeds_reservation) unless the plan allows overage: then the excess is drawn from available credits and the rest recorded in credit_overages, up to the plan''s overage_cap per period. Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation, overage_cap_exceeded.';
+COMMENT ON FUNCTION public.commit_reservation(p_reservation_id uuid, p_amounts jsonb) IS 'Charges what a reservation actually used (per-pool amounts; all held when omitted) and frees the rest. More than held is refused (exceeds_reservation) unless the plan allows overage: then the excess is drawn from available credits and the rest charged to the credit account as overage, within its available credit. Errors: reservation_not_found, reservation_not_active, invalid_amounts, exceeds_reservation, overage_needs_credit_account, credit_limit_exceeded.';
 
 
 --
@@ -5830,6 +7355,80 @@ COMMENT ON FUNCTION public.leave_organization(p_organization_id uuid) IS 'The ca
 
 
 --
+-- Name: list_credit_account_transactions(uuid, public.credit_transaction_type[], public.credit_transaction_status[], timestamp with time zone, timestamp with time zone, text, timestamp with time zone, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.list_credit_account_transactions(p_organization_id uuid, p_types public.credit_transaction_type[] DEFAULT NULL::public.credit_transaction_type[], p_statuses public.credit_transaction_status[] DEFAULT NULL::public.credit_transaction_status[], p_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_to timestamp with time zone DEFAULT NULL::timestamp with time zone, p_source_type text DEFAULT NULL::text, p_after_created_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after_id uuid DEFAULT NULL::uuid, p_limit integer DEFAULT 50) RETURNS SETOF public.credit_account_transactions
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.authorize(p_organization_id, '{owner,billing}');
+  if p_limit is null or p_limit not between 1 and 200 or ((p_after_created_at is null) <> (p_after_id is null)) then
+    perform private.raise('invalid_input', 'p_limit is 1 to 200; p_after_created_at and p_after_id go together.');
+  end if;
+  return query
+    select t.* from public.credit_account_transactions t
+    where t.organization_id = p_organization_id
+      and (p_types is null or t.type = any (p_types))
+      and (p_statuses is null or t.status = any (p_statuses))
+      and (p_from is null or t.created_at >= p_from)
+      and (p_to is null or t.created_at < p_to)
+      and (p_source_type is null or t.source_type = p_source_type)
+      and (p_after_created_at is null or (t.created_at, t.id) < (p_after_created_at, p_after_id))
+    order by t.created_at desc, t.id desc
+    limit p_limit;
+end
+$$;
+
+
+--
+-- Name: FUNCTION list_credit_account_transactions(p_organization_id uuid, p_types public.credit_transaction_type[], p_statuses public.credit_transaction_status[], p_from timestamp with time zone, p_to timestamp with time zone, p_source_type text, p_after_created_at timestamp with time zone, p_after_id uuid, p_limit integer); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.list_credit_account_transactions(p_organization_id uuid, p_types public.credit_transaction_type[], p_statuses public.credit_transaction_status[], p_from timestamp with time zone, p_to timestamp with time zone, p_source_type text, p_after_created_at timestamp with time zone, p_after_id uuid, p_limit integer) IS 'A credit account''s history (owners, billing members), newest first, filtered by type, status, date range and source; the next page starts after the last row''s created_at and id.';
+
+
+--
+-- Name: open_credit_account(uuid, bigint, text, text, integer, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text DEFAULT 'eur'::text, p_statement_day integer DEFAULT 1, p_payment_terms_days integer DEFAULT 14) RETURNS public.credit_accounts
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.open_credit_account(p_organization_id, p_credit_limit, p_reason, p_currency, p_statement_day, p_payment_terms_days)
+$$;
+
+
+--
+-- Name: FUNCTION open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) IS 'Opens a credit account for an organization (service role, platform admins), with its limit in minor units and the reason.';
+
+
+--
+-- Name: post_credit_account_transaction(uuid, public.credit_transaction_type, bigint, text, text, text, text, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text DEFAULT 'purchase'::text, p_source_id text DEFAULT NULL::text, p_metadata jsonb DEFAULT '{}'::jsonb) RETURNS public.credit_account_transactions
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.post_credit_account_transaction(p_organization_id, p_type, p_amount, p_description, p_idempotency_key,
+    p_source_type, p_source_id, p_metadata)
+$$;
+
+
+--
+-- Name: FUNCTION post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) IS 'Posts a charge, fee, adjustment or refund (positive p_amount, minor units) to a credit account (service role, platform admins), once per idempotency key. Errors: credit_limit_exceeded, credit_account_not_active, idempotency_key_reused.';
+
+
+--
 -- Name: refund_credits(uuid, jsonb, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -5906,6 +7505,44 @@ COMMENT ON FUNCTION public.reserve_credits(p_organization_id uuid, p_action_type
 
 
 --
+-- Name: set_credit_account_status(uuid, public.credit_account_status, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) RETURNS public.credit_accounts
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.set_credit_account_status(p_organization_id, p_status, p_reason)
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) IS 'Changes a credit account''s status by hand (service role, platform admins), with the reason; only allowed transitions.';
+
+
+--
+-- Name: set_credit_limit(uuid, bigint, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) RETURNS public.credit_accounts
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.set_credit_limit(p_organization_id, p_credit_limit, p_reason)
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) IS 'Changes a credit limit by hand (service role, platform admins), with the reason.';
+
+
+--
 -- Name: set_credit_low_threshold(uuid, text, bigint); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -5922,6 +7559,25 @@ $$;
 --
 
 COMMENT ON FUNCTION public.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) IS 'Sets the balance below which credits.low is emitted for a pool (owners and admins); null restores 10% of the allocation.';
+
+
+--
+-- Name: update_credit_account_settings(uuid, text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.update_credit_account_settings(p_organization_id uuid, p_payment_method text DEFAULT NULL::text, p_billing_email text DEFAULT NULL::text, p_billing_name text DEFAULT NULL::text) RETURNS public.credit_accounts
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.update_credit_account_settings(p_organization_id, p_payment_method, p_billing_email, p_billing_name)
+$$;
+
+
+--
+-- Name: FUNCTION update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) IS 'Sets the credit account''s payment method (one of the saved ones) and billing contact (owners, billing members); null keeps a field.';
 
 
 --
@@ -7940,6 +9596,7 @@ CREATE TABLE public.credit_overages (
     reservation_id uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     billed_at timestamp with time zone,
+    credit_transaction_id uuid,
     CONSTRAINT credit_overages_amount_check CHECK ((amount > 0))
 );
 
@@ -8005,6 +9662,13 @@ COMMENT ON COLUMN public.credit_overages.created_at IS 'When it happened.';
 --
 
 COMMENT ON COLUMN public.credit_overages.billed_at IS 'When billing charged it; null while unbilled.';
+
+
+--
+-- Name: COLUMN credit_overages.credit_transaction_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_overages.credit_transaction_id IS 'The credit account charge that billed it.';
 
 
 --
@@ -8148,9 +9812,9 @@ CREATE TABLE public.credit_plan_allocations (
     pool_key text NOT NULL,
     amount bigint NOT NULL,
     allows_overage boolean DEFAULT false NOT NULL,
-    overage_cap bigint DEFAULT 0 NOT NULL,
+    overage_price_millis bigint DEFAULT 0 NOT NULL,
     CONSTRAINT credit_plan_allocations_amount_check CHECK ((amount >= 0)),
-    CONSTRAINT credit_plan_allocations_overage_cap_check CHECK (((overage_cap >= 0) AND (overage_cap <= 1000000000)))
+    CONSTRAINT credit_plan_allocations_overage_price_millis_check CHECK (((overage_price_millis >= 0) AND (overage_price_millis <= 100000000)))
 );
 
 
@@ -8186,14 +9850,14 @@ COMMENT ON COLUMN public.credit_plan_allocations.amount IS 'Credits granted at t
 -- Name: COLUMN credit_plan_allocations.allows_overage; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON COLUMN public.credit_plan_allocations.allows_overage IS 'Whether a reservation may be committed beyond its hold and the available credits, the excess recorded as overage for billing instead of refused. consume_credits_rpc never overdraws.';
+COMMENT ON COLUMN public.credit_plan_allocations.allows_overage IS 'Whether usage beyond the balance is charged to the organization''s credit account (priced at overage_price_millis) instead of refused; needs an active credit account, whose available credit caps it.';
 
 
 --
--- Name: COLUMN credit_plan_allocations.overage_cap; Type: COMMENT; Schema: public; Owner: -
+-- Name: COLUMN credit_plan_allocations.overage_price_millis; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON COLUMN public.credit_plan_allocations.overage_cap IS 'Most overage an organization may run up in this pool per billing period; a commit beyond it is refused (overage_cap_exceeded).';
+COMMENT ON COLUMN public.credit_plan_allocations.overage_price_millis IS 'The price of one credit beyond the balance, in thousandths of a minor unit of the credit account''s currency (2000 = 2 cents); charged to the credit account.';
 
 
 --
@@ -8213,6 +9877,8 @@ CREATE TABLE public.credit_plans (
     stripe_price_id text,
     price_amount bigint,
     price_currency text,
+    credit_account_limit bigint,
+    CONSTRAINT credit_plans_credit_account_limit_check CHECK (((credit_account_limit >= 0) AND (credit_account_limit <= 100000000))),
     CONSTRAINT credit_plans_key_check CHECK ((key ~ '^[a-z][a-z0-9_]{0,31}$'::text)),
     CONSTRAINT credit_plans_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 100))),
     CONSTRAINT credit_plans_period_check CHECK ((period >= '1 day'::interval)),
@@ -8312,6 +9978,13 @@ COMMENT ON COLUMN public.credit_plans.price_amount IS 'Its price per period, in 
 --
 
 COMMENT ON COLUMN public.credit_plans.price_currency IS 'The price''s currency (ISO 4217, lower case).';
+
+
+--
+-- Name: COLUMN credit_plans.credit_account_limit; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_plans.credit_account_limit IS 'When set, an organization that moves onto the plan gets a credit account with this limit (minor units, eur), unless it has one.';
 
 
 --
@@ -9563,6 +11236,30 @@ ALTER TABLE ONLY public.billing_accounts
 
 
 --
+-- Name: credit_account_transactions credit_account_transactions_organization_id_idempotency_key_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_account_transactions
+    ADD CONSTRAINT credit_account_transactions_organization_id_idempotency_key_key UNIQUE (organization_id, idempotency_key);
+
+
+--
+-- Name: credit_account_transactions credit_account_transactions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_account_transactions
+    ADD CONSTRAINT credit_account_transactions_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: credit_accounts credit_accounts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_accounts
+    ADD CONSTRAINT credit_accounts_pkey PRIMARY KEY (organization_id);
+
+
+--
 -- Name: credit_action_costs credit_action_costs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -9664,6 +11361,30 @@ ALTER TABLE ONLY public.credit_pools
 
 ALTER TABLE ONLY public.credit_reservations
     ADD CONSTRAINT credit_reservations_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: credit_statements credit_statements_organization_id_period_end_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_statements
+    ADD CONSTRAINT credit_statements_organization_id_period_end_key UNIQUE (organization_id, period_end);
+
+
+--
+-- Name: credit_statements credit_statements_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_statements
+    ADD CONSTRAINT credit_statements_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: credit_statements credit_statements_stripe_invoice_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_statements
+    ADD CONSTRAINT credit_statements_stripe_invoice_id_key UNIQUE (stripe_invoice_id);
 
 
 --
@@ -9978,6 +11699,34 @@ CREATE INDEX billing_accounts_standing_idx ON public.billing_accounts USING btre
 
 
 --
+-- Name: credit_account_transactions_created_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_account_transactions_created_by_idx ON public.credit_account_transactions USING btree (created_by);
+
+
+--
+-- Name: credit_account_transactions_history_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_account_transactions_history_idx ON public.credit_account_transactions USING btree (organization_id, created_at DESC, id DESC);
+
+
+--
+-- Name: credit_account_transactions_statement_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_account_transactions_statement_id_idx ON public.credit_account_transactions USING btree (statement_id);
+
+
+--
+-- Name: credit_account_transactions_unbilled_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_account_transactions_unbilled_idx ON public.credit_account_transactions USING btree (organization_id, created_at) WHERE ((statement_id IS NULL) AND (status = 'completed'::public.credit_transaction_status) AND (type = ANY (ARRAY['charge'::public.credit_transaction_type, 'fee'::public.credit_transaction_type, 'adjustment'::public.credit_transaction_type, 'refund'::public.credit_transaction_type])));
+
+
+--
 -- Name: credit_action_costs_pool_key_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -10038,6 +11787,13 @@ CREATE INDEX credit_ledger_refund_of_idx ON public.credit_ledger USING btree (re
 --
 
 CREATE INDEX credit_ledger_transaction_id_idx ON public.credit_ledger USING btree (transaction_id);
+
+
+--
+-- Name: credit_overages_credit_transaction_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_overages_credit_transaction_id_idx ON public.credit_overages USING btree (credit_transaction_id);
 
 
 --
@@ -10108,6 +11864,20 @@ CREATE INDEX credit_reservations_expires_at_idx ON public.credit_reservations US
 --
 
 CREATE UNIQUE INDEX credit_reservations_idempotency_key_idx ON public.credit_reservations USING btree (organization_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+
+--
+-- Name: credit_statements_open_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_statements_open_idx ON public.credit_statements USING btree (due_date) WHERE (status = ANY (ARRAY['billed'::public.credit_statement_status, 'failed'::public.credit_statement_status]));
+
+
+--
+-- Name: credit_statements_pending_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX credit_statements_pending_idx ON public.credit_statements USING btree (created_at) WHERE (status = 'pending'::public.credit_statement_status);
 
 
 --
@@ -10300,6 +12070,27 @@ CREATE TRIGGER billing_accounts_set_updated_at BEFORE UPDATE ON public.billing_a
 
 
 --
+-- Name: credit_account_transactions credit_account_transactions_guard; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER credit_account_transactions_guard BEFORE DELETE OR UPDATE ON public.credit_account_transactions FOR EACH ROW EXECUTE FUNCTION private.guard_credit_transaction();
+
+
+--
+-- Name: credit_accounts credit_accounts_guard_status; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER credit_accounts_guard_status BEFORE UPDATE OF status ON public.credit_accounts FOR EACH ROW EXECUTE FUNCTION private.guard_credit_account_status();
+
+
+--
+-- Name: credit_accounts credit_accounts_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER credit_accounts_set_updated_at BEFORE UPDATE ON public.credit_accounts FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
 -- Name: credit_actions credit_actions_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -10349,6 +12140,13 @@ CREATE TRIGGER credit_pools_add_balances AFTER INSERT ON public.credit_pools FOR
 
 
 --
+-- Name: credit_statements credit_statements_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER credit_statements_set_updated_at BEFORE UPDATE ON public.credit_statements FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
 -- Name: email_preferences email_preferences_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -10391,6 +12189,13 @@ CREATE TRIGGER organization_members_set_updated_at BEFORE UPDATE ON public.organ
 
 
 --
+-- Name: organization_plans organization_plans_open_credit_account; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER organization_plans_open_credit_account AFTER INSERT OR UPDATE OF plan_key ON public.organization_plans FOR EACH ROW EXECUTE FUNCTION private.open_credit_account_by_plan();
+
+
+--
 -- Name: organization_plans organization_plans_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -10402,6 +12207,13 @@ CREATE TRIGGER organization_plans_set_updated_at BEFORE UPDATE ON public.organiz
 --
 
 CREATE TRIGGER organizations_detach_credit_history AFTER DELETE ON public.organizations FOR EACH ROW EXECUTE FUNCTION private.detach_organization_credit_history();
+
+
+--
+-- Name: organizations organizations_guard_credit_account; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER organizations_guard_credit_account BEFORE DELETE ON public.organizations FOR EACH ROW EXECUTE FUNCTION private.guard_organization_credit_account();
 
 
 --
@@ -10572,6 +12384,46 @@ ALTER TABLE ONLY public.billing_accounts
 
 
 --
+-- Name: credit_account_transactions credit_account_transactions_created_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_account_transactions
+    ADD CONSTRAINT credit_account_transactions_created_by_fkey FOREIGN KEY (created_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: credit_account_transactions credit_account_transactions_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_account_transactions
+    ADD CONSTRAINT credit_account_transactions_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.credit_accounts(organization_id) ON DELETE CASCADE;
+
+
+--
+-- Name: credit_account_transactions credit_account_transactions_statement_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_account_transactions
+    ADD CONSTRAINT credit_account_transactions_statement_id_fkey FOREIGN KEY (statement_id) REFERENCES public.credit_statements(id) NOT VALID;
+
+
+--
+-- Name: credit_accounts credit_accounts_opened_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_accounts
+    ADD CONSTRAINT credit_accounts_opened_by_fkey FOREIGN KEY (opened_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: credit_accounts credit_accounts_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_accounts
+    ADD CONSTRAINT credit_accounts_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
 -- Name: credit_action_costs credit_action_costs_action_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -10628,6 +12480,14 @@ ALTER TABLE ONLY public.credit_grants
 
 
 --
+-- Name: credit_overages credit_overages_credit_transaction_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_overages
+    ADD CONSTRAINT credit_overages_credit_transaction_id_fkey FOREIGN KEY (credit_transaction_id) REFERENCES public.credit_account_transactions(id) ON DELETE SET NULL NOT VALID;
+
+
+--
 -- Name: credit_overages credit_overages_pool_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -10673,6 +12533,14 @@ ALTER TABLE ONLY public.credit_reservations
 
 ALTER TABLE ONLY public.credit_reservations
     ADD CONSTRAINT credit_reservations_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: credit_statements credit_statements_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_statements
+    ADD CONSTRAINT credit_statements_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.credit_accounts(organization_id) ON DELETE CASCADE;
 
 
 --
@@ -11059,6 +12927,27 @@ CREATE POLICY "Owners and admins can update their organization" ON public.organi
 
 
 --
+-- Name: credit_account_transactions Owners and billing members read credit transactions; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Owners and billing members read credit transactions" ON public.credit_account_transactions FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,billing}'::public.organization_role[]) AS organization_ids_with_role)));
+
+
+--
+-- Name: credit_accounts Owners and billing members read their credit account; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Owners and billing members read their credit account" ON public.credit_accounts FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,billing}'::public.organization_role[]) AS organization_ids_with_role)));
+
+
+--
+-- Name: credit_statements Owners and billing members read their credit statements; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Owners and billing members read their credit statements" ON public.credit_statements FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,billing}'::public.organization_role[]) AS organization_ids_with_role)));
+
+
+--
 -- Name: organizations Owners can delete their organization; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -11170,6 +13059,18 @@ CREATE POLICY "Users can update their own profile" ON public.profiles FOR UPDATE
 ALTER TABLE public.billing_accounts ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: credit_account_transactions; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.credit_account_transactions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: credit_accounts; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.credit_accounts ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: credit_action_costs; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -11234,6 +13135,12 @@ ALTER TABLE public.credit_pools ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.credit_reservations ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: credit_statements; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.credit_statements ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: email_preferences; Type: ROW SECURITY; Schema: public; Owner: -
@@ -11357,6 +13264,14 @@ REVOKE ALL ON FUNCTION private.add_pool_balances() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION advance_credit_dunning(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.advance_credit_dunning(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.advance_credit_dunning(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION advance_dunning(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -11381,11 +13296,25 @@ GRANT ALL ON FUNCTION private.apply_charge_refund(p_charge jsonb, p_now timestam
 
 
 --
+-- Name: FUNCTION apply_credit_limit_rules(p_organization_id uuid, p_on_time boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.apply_credit_limit_rules(p_organization_id uuid, p_on_time boolean, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION apply_pack_checkout(p_session jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.apply_pack_checkout(p_session jsonb, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.apply_pack_checkout(p_session jsonb, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION apply_statement_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.apply_statement_invoice(p_invoice jsonb, p_payment_failed boolean, p_now timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -11476,6 +13405,13 @@ GRANT ALL ON FUNCTION private.change_plan(p_organization_id uuid, p_plan_key tex
 
 
 --
+-- Name: FUNCTION charge_overage(p_organization_id uuid, p_pool text, p_credits bigint, p_transaction_id uuid, p_reservation_id uuid, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.charge_overage(p_organization_id uuid, p_pool text, p_credits bigint, p_transaction_id uuid, p_reservation_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION check_billing_return_url(p_url text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -11501,6 +13437,13 @@ GRANT ALL ON FUNCTION private.check_metadata(p_metadata jsonb) TO service_role;
 
 
 --
+-- Name: FUNCTION check_reason(p_reason text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_reason(p_reason text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION check_session(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -11509,11 +13452,11 @@ GRANT ALL ON FUNCTION private.check_session() TO authenticated;
 
 
 --
--- Name: FUNCTION claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone, p_ids uuid[]); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone) TO service_role;
+REVOKE ALL ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone, p_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.claim_emails(p_limit integer, p_lease interval, p_now timestamp with time zone, p_ids uuid[]) TO service_role;
 
 
 --
@@ -11537,6 +13480,14 @@ GRANT ALL ON FUNCTION private.claim_stripe_event(p_event_id text) TO service_rol
 --
 
 REVOKE ALL ON FUNCTION private.close_credit_pools(p_organization_id uuid, p_pools text[], p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION close_credit_statements(p_now timestamp with time zone, p_limit integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.close_credit_statements(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.close_credit_statements(p_now timestamp with time zone, p_limit integer) TO service_role;
 
 
 --
@@ -11603,6 +13554,14 @@ GRANT ALL ON FUNCTION private.create_organization(p_name text, p_slug text) TO a
 REVOKE ALL ON FUNCTION private.credit_balances_at(p_organization_id uuid, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.credit_balances_at(p_organization_id uuid, p_now timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION private.credit_balances_at(p_organization_id uuid, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION credit_statement_lines(p_statement_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.credit_statement_lines(p_statement_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.credit_statement_lines(p_statement_id uuid) TO service_role;
 
 
 --
@@ -11797,6 +13756,13 @@ REVOKE ALL ON FUNCTION private.grants_in_draw_order(p_organization_id uuid, p_po
 
 
 --
+-- Name: FUNCTION guard_credit_account_status(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.guard_credit_account_status() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION guard_credit_ledger(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -11804,10 +13770,24 @@ REVOKE ALL ON FUNCTION private.guard_credit_ledger() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION guard_credit_transaction(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.guard_credit_transaction() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION guard_domain_events(); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.guard_domain_events() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION guard_organization_credit_account(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.guard_organization_credit_account() FROM PUBLIC;
 
 
 --
@@ -11919,6 +13899,21 @@ REVOKE ALL ON FUNCTION private.lock_active_reservation(p_reservation_id uuid, p_
 
 
 --
+-- Name: TABLE credit_accounts; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.credit_accounts TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.credit_accounts TO service_role;
+
+
+--
+-- Name: FUNCTION lock_credit_account(p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.lock_credit_account(p_organization_id uuid) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION lock_pools_of_actions(p_organization_id uuid, p_actions text[]); Type: ACL; Schema: private; Owner: -
 --
 
@@ -11975,6 +13970,22 @@ REVOKE ALL ON FUNCTION private.notify_credit_crossing(p_organization_id uuid, p_
 
 
 --
+-- Name: FUNCTION open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) TO authenticated;
+GRANT ALL ON FUNCTION private.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) TO service_role;
+
+
+--
+-- Name: FUNCTION open_credit_account_by_plan(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.open_credit_account_by_plan() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION open_credit_pools(p_organization_id uuid, p_pools text[], p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -12003,6 +14014,13 @@ REVOKE ALL ON FUNCTION private.organization_of_customer(p_customer_id text) FROM
 
 REVOKE ALL ON FUNCTION private.orphan_objects(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.orphan_objects(p_now timestamp with time zone, p_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION overage_price(p_organization_id uuid, p_pool text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.overage_price(p_organization_id uuid, p_pool text) FROM PUBLIC;
 
 
 --
@@ -12040,6 +14058,30 @@ GRANT ALL ON FUNCTION private.permitted(p_operation text) TO service_role;
 --
 
 REVOKE ALL ON FUNCTION private.pool_available(p_organization_id uuid, p_pool text, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: TABLE credit_account_transactions; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.credit_account_transactions TO authenticated;
+GRANT SELECT ON TABLE public.credit_account_transactions TO service_role;
+
+
+--
+-- Name: FUNCTION post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) TO authenticated;
+GRANT ALL ON FUNCTION private.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION post_credit_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_source_type text, p_source_id text, p_idempotency_key text, p_metadata jsonb, p_now timestamp with time zone, p_status public.credit_transaction_status); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.post_credit_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_source_type text, p_source_id text, p_idempotency_key text, p_metadata jsonb, p_now timestamp with time zone, p_status public.credit_transaction_status) FROM PUBLIC;
 
 
 --
@@ -12124,6 +14166,13 @@ GRANT ALL ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_
 
 
 --
+-- Name: FUNCTION record_credit_change(p_organization_id uuid, p_type public.credit_transaction_type, p_reason text, p_source_type text, p_metadata jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_credit_change(p_organization_id uuid, p_type public.credit_transaction_type, p_reason text, p_source_type text, p_metadata jsonb, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION record_email_event(p_provider_message_id text, p_event text, p_permanent_bounce boolean, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -12144,6 +14193,30 @@ GRANT ALL ON FUNCTION private.record_invoice_pdf_failure(p_invoice_id uuid) TO s
 --
 
 REVOKE ALL ON FUNCTION private.record_organization_deletion() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION record_statement_bill_failure(p_statement_id uuid, p_error text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_statement_bill_failure(p_statement_id uuid, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_statement_bill_failure(p_statement_id uuid, p_error text) TO service_role;
+
+
+--
+-- Name: FUNCTION record_statement_billed(p_statement_id uuid, p_collection text, p_hosted_url text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_statement_billed(p_statement_id uuid, p_collection text, p_hosted_url text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_statement_billed(p_statement_id uuid, p_collection text, p_hosted_url text, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION record_statement_invoice(p_statement_id uuid, p_invoice_id text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_statement_invoice(p_statement_id uuid, p_invoice_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_statement_invoice(p_statement_id uuid, p_invoice_id text) TO service_role;
 
 
 --
@@ -12297,12 +14370,44 @@ REVOKE ALL ON FUNCTION private.set_billing_standing(p_organization_id uuid, p_st
 
 
 --
+-- Name: FUNCTION set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION private.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) TO service_role;
+
+
+--
+-- Name: FUNCTION set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION private.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) TO service_role;
+
+
+--
+-- Name: FUNCTION set_credit_limit_internal(p_organization_id uuid, p_limit bigint, p_reason text, p_source_type text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.set_credit_limit_internal(p_organization_id uuid, p_limit bigint, p_reason text, p_source_type text, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) TO authenticated;
 GRANT ALL ON FUNCTION private.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) TO service_role;
+
+
+--
+-- Name: FUNCTION set_credit_status_internal(p_organization_id uuid, p_status public.credit_account_status, p_reason text, p_source_type text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.set_credit_status_internal(p_organization_id uuid, p_status public.credit_account_status, p_reason text, p_source_type text, p_now timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -12347,6 +14452,36 @@ REVOKE ALL ON FUNCTION private.start_organization_on_starter() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION statement_date(p_day integer, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.statement_date(p_day integer, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: TABLE credit_statements; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.credit_statements TO authenticated;
+GRANT SELECT ON TABLE public.credit_statements TO service_role;
+
+
+--
+-- Name: FUNCTION statement_mail(p_statement public.credit_statements, p_template text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.statement_mail(p_statement public.credit_statements, p_template text, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION statements_to_bill(p_limit integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.statements_to_bill(p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.statements_to_bill(p_limit integer) TO service_role;
 
 
 --
@@ -12444,6 +14579,15 @@ REVOKE ALL ON FUNCTION private.track_grant_expiry() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) TO service_role;
+
+
+--
+-- Name: FUNCTION update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) TO authenticated;
+GRANT ALL ON FUNCTION private.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) TO service_role;
 
 
 --
@@ -12585,6 +14729,33 @@ GRANT ALL ON FUNCTION public.leave_organization(p_organization_id uuid) TO authe
 
 
 --
+-- Name: FUNCTION list_credit_account_transactions(p_organization_id uuid, p_types public.credit_transaction_type[], p_statuses public.credit_transaction_status[], p_from timestamp with time zone, p_to timestamp with time zone, p_source_type text, p_after_created_at timestamp with time zone, p_after_id uuid, p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.list_credit_account_transactions(p_organization_id uuid, p_types public.credit_transaction_type[], p_statuses public.credit_transaction_status[], p_from timestamp with time zone, p_to timestamp with time zone, p_source_type text, p_after_created_at timestamp with time zone, p_after_id uuid, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.list_credit_account_transactions(p_organization_id uuid, p_types public.credit_transaction_type[], p_statuses public.credit_transaction_status[], p_from timestamp with time zone, p_to timestamp with time zone, p_source_type text, p_after_created_at timestamp with time zone, p_after_id uuid, p_limit integer) TO authenticated;
+GRANT ALL ON FUNCTION public.list_credit_account_transactions(p_organization_id uuid, p_types public.credit_transaction_type[], p_statuses public.credit_transaction_status[], p_from timestamp with time zone, p_to timestamp with time zone, p_source_type text, p_after_created_at timestamp with time zone, p_after_id uuid, p_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) TO authenticated;
+GRANT ALL ON FUNCTION public.open_credit_account(p_organization_id uuid, p_credit_limit bigint, p_reason text, p_currency text, p_statement_day integer, p_payment_terms_days integer) TO service_role;
+
+
+--
+-- Name: FUNCTION post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) TO authenticated;
+GRANT ALL ON FUNCTION public.post_credit_account_transaction(p_organization_id uuid, p_type public.credit_transaction_type, p_amount bigint, p_description text, p_idempotency_key text, p_source_type text, p_source_id text, p_metadata jsonb) TO service_role;
+
+
+--
 -- Name: FUNCTION refund_credits(p_transaction_id uuid, p_amounts jsonb, p_reason text); Type: ACL; Schema: public; Owner: -
 --
 
@@ -12620,12 +14791,39 @@ GRANT ALL ON FUNCTION public.reserve_credits(p_organization_id uuid, p_action_ty
 
 
 --
+-- Name: FUNCTION set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION public.set_credit_account_status(p_organization_id uuid, p_status public.credit_account_status, p_reason text) TO service_role;
+
+
+--
+-- Name: FUNCTION set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION public.set_credit_limit(p_organization_id uuid, p_credit_limit bigint, p_reason text) TO service_role;
+
+
+--
 -- Name: FUNCTION set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) TO authenticated;
 GRANT ALL ON FUNCTION public.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) TO service_role;
+
+
+--
+-- Name: FUNCTION update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) TO authenticated;
+GRANT ALL ON FUNCTION public.update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text) TO service_role;
 
 
 --

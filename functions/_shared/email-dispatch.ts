@@ -100,13 +100,20 @@ async function sendOne(config: DispatchConfig, email: ClaimedEmail): Promise<'se
  * Makes mail of due events, then sends due messages until none are left or `deadline` (epoch ms)
  * passes; at most `limit` messages.
  */
-export async function dispatchDueEmails(config: DispatchConfig, { limit = 500, deadline = Date.now() + 25000 } = {}): Promise<DispatchSummary> {
-  const [{ enqueued }] = await withServiceRole((tx) => tx<{ enqueued: number }[]>`select private.email_from_events() as enqueued`);
+export async function dispatchDueEmails(
+  config: DispatchConfig,
+  { limit = 500, deadline = Date.now() + 25000, ids }: { limit?: number; deadline?: number; ids?: string[] } = {},
+): Promise<DispatchSummary> {
+  // With `ids`, only those messages (the Send Email Hook's own, sent at once); otherwise the
+  // events' mail first, then whatever is due.
+  const [{ enqueued }] = ids
+    ? [{ enqueued: 0 }]
+    : await withServiceRole((tx) => tx<{ enqueued: number }[]>`select private.email_from_events() as enqueued`);
   const summary: DispatchSummary = { enqueued, claimed: 0, sent: 0, retried: 0, failed: 0 };
   while (summary.claimed < limit && Date.now() < deadline) {
     const batch = await withServiceRole((tx) => tx<ClaimedEmail[]>`
       select id, created_at, recipient, template, props, category::text as category, required
-      from private.claim_emails(${Math.min(BATCH, limit - summary.claimed)}, ${LEASE}::interval)`);
+      from private.claim_emails(${Math.min(BATCH, limit - summary.claimed)}, ${LEASE}::interval, now(), ${ids ?? null}::uuid[])`);
     if (batch.length === 0) break;
     summary.claimed += batch.length;
     for (const email of batch) summary[await sendOne(config, email)]++;

@@ -91,14 +91,17 @@ export const handler = createHandler(async (req, { log, requestId }) => {
   }
   const mails = authMails(payload);
   const webhookId = req.headers.get('webhook-id') ?? requestId;
-  await withServiceRole(async (tx) => {
+  const ids = await withServiceRole(async (tx) => {
+    const queued: string[] = [];
     for (const mail of mails) {
-      await tx`select private.enqueue_email(${mail.template}, ${mail.to}, ${tx.json(mail.props as never)},
-        ${`auth:${webhookId}:${mail.to.toLowerCase()}`})`;
+      const [{ id }] = await tx<[{ id: string }]>`select private.enqueue_email(${mail.template}, ${mail.to}, ${tx.json(mail.props as never)},
+        ${`auth:${webhookId}:${mail.to.toLowerCase()}`}) as id`;
+      queued.push(id);
     }
+    return queued;
   });
-  // Auth mails are awaited by a person: send now rather than at the next scheduled run.
-  if (mails.length > 0) await dispatchDueEmails(dispatchConfigFromEnv(log), { limit: 20, deadline: Date.now() + 8000 });
+  // Auth mails are awaited by a person: these, now, ahead of whatever else is queued.
+  if (ids.length > 0) await dispatchDueEmails(dispatchConfigFromEnv(log), { limit: ids.length, deadline: Date.now() + 8000, ids });
   log.info('send email hook', { action: payload.email_data.email_action_type, mails: mails.length });
   return json({});
 }, { name: 'auth-send-email', methods: ['POST'] });

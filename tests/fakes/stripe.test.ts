@@ -553,6 +553,268 @@ describe.each(Object.keys(clients) as (keyof typeof clients)[])('through the SDK
       .rejects.toMatchObject({ statusCode: 400, message: 'This property cannot be expanded (latest_invoice.payment_intent).' });
   });
 
+  it('bills a statement: invoice items, a draft that includes them, finalize, and the automatic charge of the saved card', async () => {
+    const { pack } = await catalogue(stripe);
+    const customer = await stripe.customers.create({ email: 'statement@example.test', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+    const usage = await stripe.invoiceItems.create({ customer: customer.id, amount: 1250, currency: 'eur', description: 'AI usage, March', metadata: { statement_id: 'st-1' } });
+    expect(usage).toMatchObject({
+      object: 'invoiceitem', customer: customer.id, invoice: null, amount: 1250, currency: 'eur', quantity: 1, parent: null, proration: false,
+      description: 'AI usage, March', metadata: { statement_id: 'st-1' }, discountable: true, period: { start: usage.date, end: usage.date },
+      pricing: { type: 'price_details', price_details: { price: expect.stringMatching(/^price_/), product: expect.stringMatching(/^prod_/) } },
+    });
+    expect(usage.id).toMatch(/^ii_1[A-Za-z0-9]{23}$/);
+    // The SDK turns decimal strings into its Decimal type.
+    expect([String(usage.pricing!.unit_amount_decimal), String(usage.quantity_decimal)]).toEqual(['1250', '1']);
+    // The inline price of an amount-only item can be fetched, but lists and searches never show it.
+    const inline = await stripe.prices.retrieve(usage.pricing!.price_details!.price as string);
+    expect(inline).toMatchObject({ active: false, type: 'one_time', unit_amount: 1250, currency: 'eur' });
+    expect((await stripe.prices.list({ limit: 100 })).data.map((p) => p.id)).not.toContain(inline.id);
+    expect((await stripe.products.list({ limit: 100 })).data.map((p) => p.id)).not.toContain(inline.product);
+    const credits = await stripe.invoiceItems.create({ customer: customer.id, pricing: { price: pack.id }, quantity: 2 });
+    expect(credits).toMatchObject({ amount: 3000, quantity: 2, description: 'AI credits 1000', pricing: { price_details: { price: pack.id, product: pack.product } } });
+    expect(String(credits.pricing!.unit_amount_decimal)).toBe('1500');
+    expect(types(fake.events().slice(-2))).toEqual(['invoiceitem.created', 'invoiceitem.created']);
+    expect((await stripe.invoiceItems.list({ customer: customer.id, pending: true })).data.map((i) => i.id)).toEqual([credits.id, usage.id]);
+    await expect(stripe.invoiceItems.create({ customer: customer.id, amount: 1, currency: 'eur', subscription: 'sub_x' }))
+      .rejects.toMatchObject({ statusCode: 400, param: 'subscription', message: expect.stringContaining('does not implement') });
+    await expect(stripe.invoiceItems.create({ customer: customer.id, description: 'nothing' })).rejects.toMatchObject({ statusCode: 400, code: 'parameter_missing', param: 'amount' });
+
+    // The pinned version excludes pending items unless asked.
+    const bare = await stripe.invoices.create({ customer: customer.id, currency: 'eur' });
+    expect(bare).toMatchObject({
+      object: 'invoice', status: 'draft', billing_reason: 'manual', parent: null, auto_advance: false, automatically_finalizes_at: null,
+      collection_method: 'charge_automatically', currency: 'eur', total: 0, amount_due: 0, number: null, hosted_invoice_url: null, lines: { data: [] },
+    });
+    const created = await stripe.invoices.create({
+      customer: customer.id, pending_invoice_items_behavior: 'include', auto_advance: true, description: 'Statement, March', metadata: { statement_id: 'st-1' },
+    });
+    expect(created).toMatchObject({
+      status: 'draft', currency: 'eur', subtotal: 4250, total: 4250, amount_due: 4250, amount_remaining: 4250, amount_paid: 0, auto_advance: true,
+      automatically_finalizes_at: created.created + 3600, description: 'Statement, March', period_start: created.created, due_date: null,
+    });
+    expect(created.lines.data.map((l) => [l.object, l.parent?.type, l.parent?.invoice_item_details?.invoice_item, l.amount, l.invoice])).toEqual([
+      ['line_item', 'invoice_item_details', usage.id, 1250, created.id],
+      ['line_item', 'invoice_item_details', credits.id, 3000, created.id],
+    ]);
+    expect(created.lines.data[0]).toMatchObject({ id: expect.stringMatching(/^il_/), description: 'AI usage, March', metadata: { statement_id: 'st-1' }, subscription: null, pricing: usage.pricing });
+    expect(created.lines.data[1].parent!.subscription_item_details).toBeNull();
+    expect((await stripe.invoiceItems.retrieve(usage.id)).invoice).toBe(created.id);
+    expect((await stripe.invoiceItems.list({ invoice: created.id })).data).toHaveLength(2);
+    expect((await stripe.invoiceItems.list({ customer: customer.id, pending: true })).data).toEqual([]);
+
+    // An item put on the draft, one changed, a stray one deleted.
+    const credit = await stripe.invoiceItems.create({ customer: customer.id, invoice: created.id, amount: -250, currency: 'eur', description: 'Goodwill credit' });
+    expect(credit.discountable).toBe(false);
+    const updated = fake.events().at(-1)!;
+    expect(types(fake.events().slice(-2))).toEqual(['invoiceitem.created', 'invoice.updated']);
+    expect(updated.data.previous_attributes).toMatchObject({ subtotal: 4250, total: 4250, amount_due: 4250, amount_remaining: 4250 });
+    expect(updated.data.object).toMatchObject({ id: created.id, total: 4000 });
+    await stripe.invoiceItems.update(credits.id, { quantity: 3, metadata: { pack: 'ai_1000' } });
+    expect(fake.events().at(-1)!.data).toMatchObject({ object: { total: 5500 }, previous_attributes: { total: 4000 } });
+    await stripe.invoiceItems.update(credits.id, { quantity: 2 });
+    await expect(stripe.invoiceItems.create({ customer: customer.id, invoice: created.id, amount: 100, currency: 'usd' }))
+      .rejects.toMatchObject({ statusCode: 400, param: 'currency' });
+    const stray = await stripe.invoiceItems.create({ customer: customer.id, amount: 99, currency: 'eur' });
+    expect(await stripe.invoiceItems.del(stray.id)).toMatchObject({ id: stray.id, object: 'invoiceitem', deleted: true });
+    expect(fake.events().at(-1)).toMatchObject({ type: 'invoiceitem.deleted', data: { object: { id: stray.id, amount: 99 } } });
+    await expect(stripe.invoiceItems.retrieve(stray.id)).rejects.toMatchObject({ statusCode: 404, message: `No such invoiceitem: '${stray.id}'` });
+
+    const before = fake.events().length;
+    const finalized = await stripe.invoices.finalizeInvoice(created.id, { expand: ['payments'] });
+    expect(types(fake.events().slice(before))).toEqual([
+      'invoice.finalized', 'payment_intent.created', 'charge.succeeded', 'payment_intent.succeeded', 'invoice.paid', 'invoice.payment_succeeded', 'invoice_payment.paid',
+    ]);
+    expect(finalized).toMatchObject({
+      status: 'paid', amount_due: 4000, amount_paid: 4000, amount_remaining: 0, attempt_count: 1, attempted: true, next_payment_attempt: null,
+      number: `${customer.invoice_prefix}-0001`, hosted_invoice_url: `${fake.url}/invoices/${created.id}`, invoice_pdf: `${fake.url}/invoices/${created.id}/pdf`,
+      automatically_finalizes_at: null, status_transitions: { finalized_at: expect.any(Number), paid_at: expect.any(Number) },
+    });
+    expect(fake.events({ type: 'invoice.finalized' })[0].data.object).toMatchObject({ id: created.id, status: 'open', amount_remaining: 4000 });
+    const payment = finalized.payments!.data[0];
+    expect(payment).toMatchObject({ status: 'paid', amount_paid: 4000, payment: { type: 'payment_intent' } });
+    const pi = await stripe.paymentIntents.retrieve(payment.payment.payment_intent as string, { expand: ['latest_charge'] });
+    expect(pi).toMatchObject({ status: 'succeeded', amount: 4000, currency: 'eur', customer: customer.id, description: 'Statement, March' });
+    expect((pi.latest_charge as Stripe.Charge).payment_method).toBe(customer.invoice_settings.default_payment_method);
+
+    // A finalized invoice's items and amounts are frozen.
+    await expect(stripe.invoiceItems.del(usage.id)).rejects.toMatchObject({ statusCode: 400 });
+    await expect(stripe.invoiceItems.update(usage.id, { amount: 1 })).rejects.toMatchObject({ statusCode: 400 });
+    await expect(stripe.invoiceItems.create({ customer: customer.id, invoice: created.id, amount: 1, currency: 'eur' })).rejects.toMatchObject({ statusCode: 400, param: 'invoice' });
+    await expect(stripe.invoices.finalizeInvoice(created.id)).rejects.toMatchObject({ statusCode: 400, message: expect.stringContaining('already finalized') });
+    await expect(stripe.invoices.update(created.id, { description: 'changed' })).rejects.toMatchObject({ statusCode: 400, param: 'description' });
+    expect((await stripe.invoices.update(created.id, { metadata: { exported: 'yes' } })).metadata).toEqual({ statement_id: 'st-1', exported: 'yes' });
+    expect((await stripe.invoices.list({ customer: customer.id, status: 'paid' })).data.map((i) => i.id)).toEqual([created.id]);
+    // An empty draft is paid as soon as it is finalized.
+    expect(await stripe.invoices.finalizeInvoice(bare.id)).toMatchObject({ status: 'paid', amount_paid: 0, number: `${customer.invoice_prefix}-0002` });
+  });
+
+  it('sends an invoice: due date counted from finalization, invoice.sent, paid from the hosted page', async () => {
+    const customer = await stripe.customers.create({ email: 'send@example.test', name: 'Send Org' });
+    await stripe.invoiceItems.create({ customer: customer.id, amount: 9900, currency: 'eur', description: 'Consulting' });
+    await expect(stripe.invoices.create({ customer: customer.id, collection_method: 'send_invoice' }))
+      .rejects.toMatchObject({ statusCode: 400, code: 'parameter_missing', param: 'days_until_due' });
+    await expect(stripe.invoices.create({ customer: customer.id, days_until_due: 30 })).rejects.toMatchObject({ statusCode: 400, param: 'days_until_due' });
+    const draft = await stripe.invoices.create({ customer: customer.id, collection_method: 'send_invoice', days_until_due: 30, pending_invoice_items_behavior: 'include' });
+    expect(draft).toMatchObject({ collection_method: 'send_invoice', status: 'draft', total: 9900, due_date: draft.created + 30 * 86400 });
+    await stripe.invoices.update(draft.id, { days_until_due: 14, description: 'Statement Q1', metadata: { statement_id: 'st-2' } });
+    expect(fake.events().at(-1)!).toMatchObject({
+      type: 'invoice.updated',
+      data: { object: { due_date: draft.created + 14 * 86400, description: 'Statement Q1' }, previous_attributes: { due_date: draft.due_date, description: null, metadata: {} } },
+    });
+    await expect(stripe.invoices.sendInvoice((await stripe.invoices.create({ customer: customer.id, currency: 'eur' })).id))
+      .rejects.toMatchObject({ statusCode: 400, message: "You can only manually send an invoice if its collection method is 'send_invoice'." });
+
+    fake.advanceClock(3 * 86400);
+    const before = fake.events().length;
+    const open = await stripe.invoices.finalizeInvoice(draft.id, { expand: ['confirmation_secret'] });
+    expect(types(fake.events().slice(before))).toEqual(['invoice.finalized', 'payment_intent.created']);
+    expect(open).toMatchObject({ status: 'open', attempt_count: 0, attempted: false, next_payment_attempt: null, amount_remaining: 9900, auto_advance: false });
+    expect(open.due_date).toBe(open.status_transitions.finalized_at! + 14 * 86400);
+    expect(open.confirmation_secret).toMatchObject({ type: 'payment_intent', client_secret: expect.stringMatching(/^pi_.+_secret_/) });
+    const sent = await stripe.invoices.sendInvoice(draft.id);
+    expect(sent.status).toBe('open');
+    expect(fake.events().at(-1)).toMatchObject({ type: 'invoice.sent', data: { object: { id: draft.id, status: 'open', due_date: open.due_date } } });
+    await expect(stripe.invoices.update(draft.id, { days_until_due: 1 })).rejects.toMatchObject({ statusCode: 400, param: 'days_until_due' });
+    expect((await stripe.invoices.list({ collection_method: 'send_invoice', customer: customer.id })).data.map((i) => i.id)).toEqual([draft.id]);
+    // Without a card the API cannot collect it; the customer pays on the hosted page.
+    await expect(stripe.invoices.pay(draft.id)).rejects.toMatchObject({ statusCode: 400, message: expect.stringContaining('no attached payment source') });
+    const page = await (await fetch(open.hosted_invoice_url!)).text();
+    expect(page).toContain(open.number!);
+    expect(page).toContain(`Due ${new Date(open.due_date! * 1000).toISOString().slice(0, 10)}`);
+    expect(page).toContain('Pay €99.00');
+    const mark = fake.events().length;
+    const res = await fetch(`${fake.url}/invoices/${draft.id}/pay`, { method: 'POST', body: new URLSearchParams({ card: 'visa' }), redirect: 'manual' });
+    expect(res.status).toBe(303);
+    expect(types(fake.events().slice(mark))).toEqual([
+      'payment_method.attached', 'charge.succeeded', 'payment_intent.succeeded', 'invoice.paid', 'invoice.payment_succeeded', 'invoice_payment.paid',
+    ]);
+    expect(await stripe.invoices.retrieve(draft.id)).toMatchObject({ status: 'paid', amount_paid: 9900, amount_remaining: 0, attempt_count: 1 });
+    expect((await stripe.customers.retrieve(customer.id) as Stripe.Customer).currency).toBeNull();
+    const pdf = Buffer.from(await (await fetch(open.invoice_pdf!)).arrayBuffer()).toString('latin1');
+    expect(pdf).toContain('Consulting');
+    expect(pdf).toContain('Status paid');
+  });
+
+  it('fails the automatic charge of a declining card (402 when paid by API), then the invoice is paid later', async () => {
+    const customer = await stripe.customers.create({
+      email: 'decline@example.test', payment_method: 'pm_card_chargeCustomerFail', invoice_settings: { default_payment_method: 'pm_card_chargeCustomerFail' },
+    });
+    await stripe.invoiceItems.create({ customer: customer.id, amount: 5000, currency: 'eur', description: 'Overage' });
+    const draft = await stripe.invoices.create({ customer: customer.id, pending_invoice_items_behavior: 'include', auto_advance: true });
+    const before = fake.events().length;
+    const open = await stripe.invoices.finalizeInvoice(draft.id);
+    expect(types(fake.events().slice(before))).toEqual([
+      'invoice.finalized', 'payment_intent.created', 'charge.failed', 'payment_intent.payment_failed', 'invoice.payment_failed', 'customer.updated',
+    ]);
+    expect(open).toMatchObject({ status: 'open', attempt_count: 1, attempted: true, amount_remaining: 5000, amount_paid: 0 });
+    expect(open.next_payment_attempt).toBeGreaterThan(fake.now());
+    expect((await stripe.customers.retrieve(customer.id) as Stripe.Customer).delinquent).toBe(true);
+
+    const declined = await stripe.invoices.pay(draft.id).catch((err: unknown) => err);
+    expect(declined).toBeInstanceOf(Stripe.errors.StripeCardError);
+    expect(declined).toMatchObject({ statusCode: 402, code: 'card_declined', decline_code: 'generic_decline', raw: { payment_intent: { status: 'requires_payment_method' } } });
+    expect(fake.events({ type: 'invoice.payment_failed' }).map((e) => e.data.object.attempt_count)).toEqual([1, 2]);
+    expect(fake.failInvoice(draft.id)).toMatchObject({ status: 'open', attempt_count: 3 });
+    const paid = fake.payInvoice(draft.id, { card: 'mastercard' });
+    expect(paid).toMatchObject({ status: 'paid', attempt_count: 4, amount_paid: 5000, amount_remaining: 0, next_payment_attempt: null });
+    expect(types(fake.events().slice(-6))).toEqual(['charge.succeeded', 'payment_intent.succeeded', 'invoice.paid', 'invoice.payment_succeeded', 'invoice_payment.paid', 'customer.updated']);
+    expect((await stripe.customers.retrieve(customer.id) as Stripe.Customer).delinquent).toBe(false);
+    const charges = (await stripe.charges.list({ customer: customer.id })).data;
+    expect(charges.map((c) => c.status)).toEqual(['succeeded', 'failed', 'failed', 'failed']);
+    expect(charges[0].payment_method_details!.card!.last4).toBe('4444');
+  });
+
+  it("charges the invoice's default_payment_method before the customer's, and finalizes an auto_advance draft after an hour", async () => {
+    const customer = await stripe.customers.create({
+      email: 'pm@example.test', payment_method: 'pm_card_chargeCustomerFail', invoice_settings: { default_payment_method: 'pm_card_chargeCustomerFail' },
+    });
+    const visa = await stripe.paymentMethods.attach('pm_card_visa', { customer: customer.id });
+    await expect(stripe.invoices.create({ customer: customer.id, default_payment_method: 'pm_card_amex' })).rejects.toMatchObject({ statusCode: 400, param: 'default_payment_method' });
+    await stripe.invoiceItems.create({ customer: customer.id, amount: 2500, currency: 'usd' });
+    const draft = await stripe.invoices.create({ customer: customer.id, pending_invoice_items_behavior: 'include', default_payment_method: visa.id });
+    expect(draft).toMatchObject({ default_payment_method: visa.id, currency: 'usd', total: 2500, auto_advance: false });
+    // Paying a draft finalizes it first.
+    const paid = await stripe.invoices.pay(draft.id, { expand: ['payments.data.payment.payment_intent'] });
+    expect(paid).toMatchObject({ status: 'paid', amount_paid: 2500, number: expect.stringMatching(/-0001$/) });
+    const pi = paid.payments!.data[0].payment.payment_intent as Stripe.PaymentIntent;
+    expect((await stripe.charges.retrieve(pi.latest_charge as string)).payment_method).toBe(visa.id);
+
+    await stripe.invoiceItems.create({ customer: customer.id, amount: 700, currency: 'usd' });
+    const later = await stripe.invoices.create({ customer: customer.id, pending_invoice_items_behavior: 'include', auto_advance: true });
+    await stripe.invoices.update(later.id, { default_payment_method: visa.id });
+    fake.advanceClock(1800);
+    expect((await stripe.invoices.retrieve(later.id)).status).toBe('draft');
+    const mark = fake.events().length;
+    fake.advanceClock(1800);
+    expect(types(fake.events().slice(mark))).toEqual([
+      'invoice.finalized', 'payment_intent.created', 'charge.succeeded', 'payment_intent.succeeded', 'invoice.paid', 'invoice.payment_succeeded', 'invoice_payment.paid',
+    ]);
+    expect(fake.events().slice(mark).every((e) => e.request.id === null)).toBe(true);
+    expect(await stripe.invoices.retrieve(later.id)).toMatchObject({ status: 'paid', amount_paid: 700, automatically_finalizes_at: null });
+  });
+
+  it('makes nothing new when a statement is billed again with the same Idempotency-Keys', async () => {
+    const customer = await stripe.customers.create({ email: 'idem@example.test', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+    const bill = async () => {
+      const item = await stripe.invoiceItems.create({ customer: customer.id, amount: 700, currency: 'eur', description: 'March' }, { idempotencyKey: 'statement-9:item:1' });
+      const invoice = await stripe.invoices.create(
+        { customer: customer.id, pending_invoice_items_behavior: 'include', auto_advance: true, metadata: { statement_id: '9' } },
+        { idempotencyKey: 'statement-9:invoice' },
+      );
+      const finalized = await stripe.invoices.finalizeInvoice(invoice.id, {}, { idempotencyKey: 'statement-9:finalize' });
+      return { item, invoice, finalized };
+    };
+    const first = await bill();
+    expect(first.finalized).toMatchObject({ status: 'paid', amount_paid: 700 });
+    const events = fake.events().length;
+    const requests = fake.requests.length;
+    const again = await bill();
+    expect(again.item.id).toBe(first.item.id);
+    expect(again.invoice.id).toBe(first.invoice.id);
+    expect(again.finalized).toEqual(first.finalized);
+    expect(fake.requests.slice(requests).map((r) => r.replayed)).toEqual([true, true, true]);
+    expect(fake.events().length).toBe(events);
+    expect((await stripe.invoiceItems.list({ customer: customer.id })).data.map((i) => i.id)).toEqual([first.item.id]);
+    expect((await stripe.invoices.list({ customer: customer.id })).data.map((i) => i.id)).toEqual([first.invoice.id]);
+    expect((await stripe.paymentIntents.list({ customer: customer.id })).data).toHaveLength(1);
+    expect(fake.events({ type: 'invoiceitem.created' })[0].request).toMatchObject({ idempotency_key: 'statement-9:item:1' });
+
+    const [a, b] = await Promise.all([
+      stripe.invoiceItems.create({ customer: customer.id, amount: 100, currency: 'eur' }, { idempotencyKey: 'statement-10:item:1' }),
+      stripe.invoiceItems.create({ customer: customer.id, amount: 100, currency: 'eur' }, { idempotencyKey: 'statement-10:item:1' }),
+    ]);
+    expect(a.id).toBe(b.id);
+    const [c, d] = await Promise.all([
+      stripe.invoices.create({ customer: customer.id, pending_invoice_items_behavior: 'include' }, { idempotencyKey: 'statement-10:invoice' }),
+      stripe.invoices.create({ customer: customer.id, pending_invoice_items_behavior: 'include' }, { idempotencyKey: 'statement-10:invoice' }),
+    ]);
+    expect(c.id).toBe(d.id);
+    expect(c.lines.data.map((l) => l.parent!.invoice_item_details!.invoice_item)).toEqual([a.id]);
+    expect(fake.events({ type: ['invoiceitem.created', 'invoice.created'] })).toHaveLength(4);
+    await expect(stripe.invoiceItems.create({ customer: customer.id, amount: 101, currency: 'eur' }, { idempotencyKey: 'statement-10:item:1' }))
+      .rejects.toBeInstanceOf(Stripe.errors.StripeIdempotencyError);
+  });
+
+  it('voids an open invoice: its PaymentIntent is canceled and it can no longer be paid', async () => {
+    const customer = await stripe.customers.create({ email: 'void@example.test' });
+    await stripe.invoiceItems.create({ customer: customer.id, amount: 1200, currency: 'eur' });
+    const draft = await stripe.invoices.create({ customer: customer.id, collection_method: 'send_invoice', days_until_due: 30, pending_invoice_items_behavior: 'include' });
+    await expect(stripe.invoices.voidInvoice(draft.id)).rejects.toMatchObject({ statusCode: 400, message: expect.stringContaining('this invoice is draft') });
+    const open = await stripe.invoices.finalizeInvoice(draft.id, { expand: ['payments'] });
+    const piId = open.payments!.data[0].payment.payment_intent as string;
+    const before = fake.events().length;
+    const voided = await stripe.invoices.voidInvoice(draft.id, { expand: ['payments'] });
+    expect(types(fake.events().slice(before))).toEqual(['invoice.voided', 'payment_intent.canceled']);
+    expect(voided).toMatchObject({ status: 'void', next_payment_attempt: null, amount_paid: 0, status_transitions: { voided_at: expect.any(Number), paid_at: null } });
+    expect(voided.payments!.data[0].status).toBe('canceled');
+    expect(await stripe.paymentIntents.retrieve(piId)).toMatchObject({ status: 'canceled', cancellation_reason: 'void_invoice' });
+    await expect(stripe.invoices.pay(draft.id)).rejects.toMatchObject({ statusCode: 400, message: expect.stringContaining('voided') });
+    await expect(stripe.invoices.voidInvoice(draft.id)).rejects.toMatchObject({ statusCode: 400 });
+    await expect(stripe.invoices.sendInvoice(draft.id)).rejects.toMatchObject({ statusCode: 400 });
+    expect(() => fake.payInvoice(draft.id)).toThrow(/void/);
+    expect(await (await fetch(open.hosted_invoice_url!)).text()).not.toContain('<form');
+  });
+
   it('lists and retrieves events', async () => {
     await catalogue(stripe);
     const listed = await stripe.events.list({ type: 'price.*', limit: 1 });
@@ -669,6 +931,29 @@ describe('webhooks', () => {
     // A tampered body keeps its old signature: refused.
     await expect(verifier.webhooks.constructEventAsync(completed.raw.replace('"complete"', '"open"'), completed.signature!, DEFAULT_WEBHOOK_SECRET))
       .rejects.toBeInstanceOf(Stripe.errors.StripeSignatureVerificationError);
+  });
+
+  it("delivers a statement's events in order, signed, with the invoice's lines in the payloads", async () => {
+    fake.setWebhookUrl(receiver.url);
+    const stripe = clients.fetch();
+    const customer = await stripe.customers.create({ email: 'hook-statement@example.test', payment_method: 'pm_card_visa', invoice_settings: { default_payment_method: 'pm_card_visa' } });
+    const item = await stripe.invoiceItems.create({ customer: customer.id, amount: 4200, currency: 'eur', description: 'Storage, March' }, { idempotencyKey: 'hook-statement:item' });
+    const invoice = await stripe.invoices.create({ customer: customer.id, pending_invoice_items_behavior: 'include', auto_advance: true }, { idempotencyKey: 'hook-statement:invoice' });
+    await stripe.invoices.finalizeInvoice(invoice.id);
+    await fake.flush();
+    expect(types(fake.events())).toEqual([
+      'customer.created', 'payment_method.attached', 'customer.updated', 'invoiceitem.created', 'invoice.created', 'invoice.finalized',
+      'payment_intent.created', 'charge.succeeded', 'payment_intent.succeeded', 'invoice.paid', 'invoice.payment_succeeded', 'invoice_payment.paid',
+    ]);
+    expect(receiver.received.map((r) => r.error)).toEqual(fake.events().map(() => null));
+    expect(receiver.received.map((r) => r.event!.id)).toEqual(fake.events().map((e) => e.id));
+    const created = receiver.received.find((r) => r.event!.type === 'invoiceitem.created')!.event as Stripe.InvoiceItemCreatedEvent;
+    expect(created.data.object).toMatchObject({ id: item.id, invoice: null, amount: 4200 });
+    expect(created.request).toEqual({ id: expect.stringMatching(/^req_/), idempotency_key: 'hook-statement:item' });
+    const paid = receiver.received.find((r) => r.event!.type === 'invoice.paid')!.event as Stripe.InvoicePaidEvent;
+    expect(paid.data.object).toMatchObject({ id: invoice.id, status: 'paid', billing_reason: 'manual', parent: null, amount_paid: 4200 });
+    expect(paid.data.object.lines.data[0].parent!.invoice_item_details!.invoice_item).toBe(item.id);
+    expect(receiver.received.find((r) => r.event!.type === 'invoice.created')!.event!.data.object).toMatchObject({ status: 'draft', total: 4200 });
   });
 
   it('retries a delivery answered with 500, with backoff, until it succeeds', async () => {
@@ -828,5 +1113,28 @@ describe('the control API (connectFakeStripe), for a fake in another process', (
     } finally {
       await receiver.close();
     }
+  });
+
+  it('pays and fails one-off invoices and finalizes due drafts over HTTP', async () => {
+    const control = connectFakeStripe(fake.url, fake.secretKey);
+    const stripe = clients.node();
+    const customer = await stripe.customers.create({ email: 'remote-invoice@example.test' });
+    await stripe.invoiceItems.create({ customer: customer.id, amount: 3100, currency: 'eur' });
+    const sent = await stripe.invoices.create({ customer: customer.id, collection_method: 'send_invoice', days_until_due: 10, pending_invoice_items_behavior: 'include', auto_advance: true });
+    const open = await stripe.invoices.finalizeInvoice(sent.id);
+    expect(fake.events().at(-1)).toMatchObject({ type: 'invoice.sent', data: { object: { id: sent.id } } });
+    expect(open).toMatchObject({ status: 'open', attempt_count: 0 });
+    const failed = await control.failInvoice(sent.id);
+    expect(failed).toMatchObject({ status: 'open', attempt_count: 1, next_payment_attempt: null });
+    expect((await control.events({ type: 'invoice.payment_failed' })).map((e) => e.data.object.id)).toEqual([sent.id]);
+    expect((await stripe.customers.retrieve(customer.id) as Stripe.Customer).delinquent).toBe(false);
+    expect(await control.payInvoice(sent.id, { card: 'visa' })).toMatchObject({ status: 'paid', attempt_count: 2, amount_paid: 3100 });
+
+    await stripe.customers.update(customer.id, { invoice_settings: { default_payment_method: (await stripe.paymentMethods.list({ customer: customer.id })).data[0].id } });
+    await stripe.invoiceItems.create({ customer: customer.id, amount: 800, currency: 'eur' });
+    const auto = await stripe.invoices.create({ customer: customer.id, pending_invoice_items_behavior: 'include', auto_advance: true });
+    await control.advanceClock(3600);
+    expect(await control.get(auto.id)).toMatchObject({ status: 'paid', amount_paid: 800, billing_reason: 'manual' });
+    await expect(control.failInvoice(auto.id)).rejects.toMatchObject({ status: 400 });
   });
 });

@@ -20,7 +20,9 @@
 //   setup_intents                 create, retrieve, list, confirm, cancel
 //   payment_methods               create (test tokens), retrieve, list, attach, detach
 //   subscriptions                 create, retrieve, list, search, update, cancel (DELETE)
-//   invoices                      retrieve, list, search, lines, pay;  invoice_payments: list, retrieve
+//   invoices                      create (one-off), retrieve, update, list, search, lines, finalize,
+//                                 send, void, pay;  invoice_payments: list, retrieve
+//   invoiceitems                  create, retrieve, update, list, delete
 //   payment_intents, charges      retrieve, list;  refunds: create, retrieve, list
 //   events                        retrieve, list
 // Pages (what a customer clicks; no API key): GET /checkout/:id (Pay / Decline), /portal/:id
@@ -35,6 +37,19 @@
 // pauseDelivery/resumeDelivery/takePending/flush. The same helpers are served as JSON under
 // /_fake/ (Bearer secret key), and `connectFakeStripe(url)` drives a fake in another process (the
 // stack's) with them. `loadStripeEvent` reads the fixtures in tests/fakes/stripe-events/.
+//
+// One-off invoices (a statement billed through Stripe): invoice items are pending until an invoice
+// takes them (`pending_invoice_items_behavior=include`; `exclude` is the pinned version's default)
+// or are created on a draft (`invoice`); an amount-only item gets an inline price and product, as
+// Stripe makes, which no list or search shows. A draft (billing_reason `manual`, no parent,
+// `auto_advance` false unless asked) is finalized by /finalize (its PaymentIntent is created then),
+// by /send or /pay, or, with auto_advance, once `advanceClock` passes automatically_finalizes_at.
+// Simplified: with auto_advance a charge_automatically invoice is charged at once when finalized
+// (Stripe waits about an hour) and a send_invoice one records invoice.sent then (no email is ever
+// sent); only auto_advance charge_automatically invoices get Smart Retries (next_payment_attempt)
+// and make the customer delinquent when a charge fails. Not implemented: deleting a draft,
+// marking uncollectible, invoice.overdue / will_be_due, customer balances and credit notes (a
+// negative total leaves amount_due at 0), a one-off invoice setting the customer's currency.
 import { createHmac, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -232,6 +247,10 @@ export interface FakeStripe {
   events(filter?: { type?: string | string[]; objectId?: string }): StripeEvent[];
   /** The fake's clock (epoch seconds); it only moves forward with advanceClock/renewSubscription. */
   now(): number;
+  /**
+   * Moves the clock forward: Checkout Sessions past expires_at expire, and drafts with auto_advance
+   * past automatically_finalizes_at are finalized (then charged, or sent, as when finalized by API).
+   */
   advanceClock(seconds: number): number;
   /** Scripts how the next matching API requests are answered. */
   next(...answers: FakeStripeAnswer[]): void;
@@ -249,11 +268,15 @@ export interface FakeStripe {
    * finalized, and paid or failed. A subscription set to cancel at period end ends instead.
    */
   renewSubscription(subscriptionId: string, options?: { outcome?: 'paid' | 'failed'; advanceClock?: boolean }): RenewalResult;
-  /** A successful payment of an open invoice (the customer fixed their card): paid, subscription active. */
+  /**
+   * A successful payment of an open (or draft) invoice: the customer fixed their card, or paid a
+   * one-off invoice from its hosted page. Paid; a subscription's becomes active again.
+   */
   payInvoice(invoiceId: string, options?: { card?: TestCard }): StripeObject;
   /**
-   * Another failed attempt on an open invoice (a Smart Retry). With `exhausted`, no retry is
-   * scheduled and the subscription becomes `unpaid` or is canceled, as the account's settings say.
+   * Another failed attempt on an open invoice (a Smart Retry, or a one-off invoice's failed
+   * charge). With `exhausted`, no retry is scheduled and a subscription becomes `unpaid` or is
+   * canceled, as the account's settings say.
    */
   failInvoice(invoiceId: string, options?: { exhausted?: 'unpaid' | 'canceled' }): StripeObject;
   /** Refunds a charge (all of what remains, or `amount`): refund.created, charge.refunded. */
@@ -732,6 +755,16 @@ const P = {
   refundUnsupported: ['customer', 'currency', 'instructions_email', 'origin', 'refund_application_fee', 'reverse_transfer'],
   invoicePay: ['expand', 'forgive', 'mandate', 'off_session', 'paid_out_of_band', 'payment_method', 'source'],
   invoicePayUnsupported: ['forgive', 'mandate', 'source'],
+  invoiceCreate: ['account_tax_ids', 'application_fee_amount', 'auto_advance', 'automatic_tax', 'automatically_finalizes_at', 'collection_method', 'currency', 'custom_fields', 'customer', 'customer_account', 'days_until_due', 'default_payment_method', 'default_source', 'default_tax_rates', 'description', 'discounts', 'due_date', 'effective_at', 'expand', 'footer', 'from_invoice', 'issuer', 'metadata', 'number', 'on_behalf_of', 'payment_settings', 'pending_invoice_items_behavior', 'rendering', 'shipping_cost', 'shipping_details', 'statement_descriptor', 'subscription', 'transfer_data'],
+  invoiceUpdate: ['account_tax_ids', 'application_fee_amount', 'auto_advance', 'automatic_tax', 'automatically_finalizes_at', 'collection_method', 'custom_fields', 'days_until_due', 'default_payment_method', 'default_source', 'default_tax_rates', 'description', 'discounts', 'due_date', 'effective_at', 'expand', 'footer', 'issuer', 'metadata', 'number', 'on_behalf_of', 'payment_settings', 'rendering', 'shipping_cost', 'shipping_details', 'statement_descriptor', 'transfer_data'],
+  invoiceUnsupported: ['account_tax_ids', 'application_fee_amount', 'custom_fields', 'customer_account', 'default_source', 'default_tax_rates', 'discounts', 'effective_at', 'from_invoice', 'issuer', 'number', 'on_behalf_of', 'payment_settings', 'rendering', 'shipping_cost', 'shipping_details', 'subscription', 'transfer_data'],
+  /** What an open invoice still lets change (the rest only while it is a draft); paid and void ones only take metadata. */
+  invoiceUpdateOpen: ['auto_advance', 'default_payment_method', 'description', 'expand', 'footer', 'metadata'],
+  invoiceItemCreate: ['amount', 'currency', 'customer', 'customer_account', 'description', 'discountable', 'discounts', 'expand', 'invoice', 'metadata', 'period', 'price_data', 'pricing', 'quantity', 'quantity_decimal', 'subscription', 'tax_behavior', 'tax_code', 'tax_rates', 'unit_amount_decimal'],
+  invoiceItemUpdate: ['amount', 'description', 'discountable', 'discounts', 'expand', 'invoicing_rules', 'metadata', 'period', 'price_data', 'pricing', 'quantity', 'quantity_decimal', 'tax_behavior', 'tax_code', 'tax_rates', 'unit_amount_decimal'],
+  invoiceItemUnsupported: ['customer_account', 'discounts', 'invoicing_rules', 'quantity_decimal', 'subscription', 'tax_behavior', 'tax_code', 'tax_rates'],
+  /** On update the pricing stays what it was created with: `amount` or `quantity` (over the same unit amount) change. */
+  invoiceItemUpdateUnsupported: ['discounts', 'invoicing_rules', 'price_data', 'pricing', 'quantity_decimal', 'tax_behavior', 'tax_code', 'tax_rates', 'unit_amount_decimal'],
   paymentMethodCreate: ['type', 'card', 'billing_details', 'metadata', 'expand', 'allow_redisplay', 'customer', 'payment_method'],
 } as const;
 
@@ -790,6 +823,12 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
   const sessionLines = new Map<string, { id: string; price: string; quantity: number; metadata: Record<string, string> }[]>();
   /** How each subscription item's periods are counted: its anchor and the current period's number (1 = first). */
   const itemPeriods = new Map<string, { anchor: number; index: number }>();
+  /** `days_until_due` of send_invoice invoices (not an Invoice field): due_date counts from finalization. */
+  const daysUntilDue = new Map<string, number>();
+  /** The line id of each invoice item on its invoice, so that a draft's lines keep their ids. */
+  const itemLineIds = new Map<string, string>();
+  /** Inline prices and products (amount-only invoice items, price_data): retrievable, never listed. */
+  const hidden = new Set<string>();
   const eventsById = new Map<string, StripeEvent>();
   const events: StripeEvent[] = [];
   const requests: RecordedRequest[] = [];
@@ -811,7 +850,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
 
   function all(type: string): StripeObject[] {
     const out: StripeObject[] = [];
-    for (const o of objects.values()) if (o.object === type && !deleted.has(o.id)) out.push(o);
+    for (const o of objects.values()) if (o.object === type && !deleted.has(o.id) && !hidden.has(o.id)) out.push(o);
     return out;
   }
 
@@ -922,7 +961,8 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
   }
 
   function newestFirst(a: StripeObject, b: StripeObject): number {
-    return (b.created - a.created) || ((order.get(b.id) ?? 0) - (order.get(a.id) ?? 0));
+    // Invoice items have `date` where other objects have `created`.
+    return ((b.created ?? b.date) - (a.created ?? a.date)) || ((order.get(b.id) ?? 0) - (order.get(a.id) ?? 0));
   }
 
   /** A list endpoint: newest first, `limit` (1-100, default 10), `starting_after` / `ending_before`. */
@@ -1042,7 +1082,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     customer: 'customer', product: 'product', price: 'price', 'checkout.session': 'checkout.session',
     subscription: 'subscription', invoice: 'invoice', payment_intent: 'payment_intent', charge: 'charge',
     payment_method: 'PaymentMethod', setup_intent: 'setupintent', refund: 'refund', event: 'event',
-    invoice_payment: 'invoice_payment', 'billing_portal.session': 'billing_portal.session',
+    invoice_payment: 'invoice_payment', 'billing_portal.session': 'billing_portal.session', invoiceitem: 'invoiceitem',
   };
 
   /** An object by id for a URL (404 when missing) or a parameter (400 when missing). */
@@ -1532,10 +1572,20 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     automaticTax: boolean;
     metadata?: Record<string, string>;
     description?: string | null;
+    currency?: string;
+    collectionMethod?: 'charge_automatically' | 'send_invoice';
+    autoAdvance?: boolean;
+    automaticallyFinalizesAt?: number | null;
+    defaultPaymentMethod?: string | null;
+    dueDate?: number | null;
+    footer?: string | null;
+    statementDescriptor?: string | null;
+    /** A one-off invoice: these items are attached and the lines are theirs (the customer's currency is left alone). */
+    invoiceItems?: StripeObject[];
     ctx: Ctx;
   }): StripeObject {
     const id = fields.id ?? newId('in');
-    const currency = fields.lines[0]?.price.currency ?? fields.customer.currency ?? 'usd';
+    const currency = fields.currency ?? fields.lines[0]?.price.currency ?? fields.customer.currency ?? 'usd';
     const lines = fields.lines.map((l) => {
       const amount = (l.price.unit_amount ?? 0) * l.quantity;
       const tax = taxOf(amount, fields.automaticTax);
@@ -1604,7 +1654,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       application: null,
       attempt_count: 0,
       attempted: false,
-      auto_advance: true,
+      auto_advance: fields.autoAdvance ?? true,
       automatic_tax: {
         disabled_reason: null,
         enabled: fields.automaticTax,
@@ -1612,9 +1662,9 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
         provider: fields.automaticTax ? 'stripe' : null,
         status: fields.automaticTax ? 'complete' : null,
       },
-      automatically_finalizes_at: t + 3600,
+      automatically_finalizes_at: fields.autoAdvance === false ? null : (fields.automaticallyFinalizesAt ?? t + 3600),
       billing_reason: fields.billingReason,
-      collection_method: 'charge_automatically',
+      collection_method: fields.collectionMethod ?? 'charge_automatically',
       created: t,
       currency,
       custom_fields: null,
@@ -1627,15 +1677,15 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       customer_shipping: null,
       customer_tax_exempt: customer.tax_exempt,
       customer_tax_ids: [],
-      default_payment_method: null,
+      default_payment_method: fields.defaultPaymentMethod ?? null,
       default_source: null,
       default_tax_rates: [],
       description: fields.description ?? null,
       discounts: [],
-      due_date: null,
+      due_date: fields.dueDate ?? null,
       effective_at: null,
       ending_balance: null,
-      footer: null,
+      footer: fields.footer ?? null,
       from_invoice: null,
       hosted_invoice_url: null,
       invoice_pdf: null,
@@ -1665,7 +1715,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       shipping_cost: null,
       shipping_details: null,
       starting_balance: 0,
-      statement_descriptor: null,
+      statement_descriptor: fields.statementDescriptor ?? null,
       status: 'draft',
       status_transitions: { finalized_at: null, marked_uncollectible_at: null, paid_at: null, voided_at: null },
       subtotal,
@@ -1678,7 +1728,12 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       total_taxes: fields.automaticTax ? [taxEntry(tax, subtotal)] : [],
       webhooks_delivered_at: t,
     });
-    setCustomerCurrency(customer, currency, fields.ctx);
+    if (fields.invoiceItems) {
+      for (const ii of fields.invoiceItems) ii.invoice = id;
+      syncItemLines(invoice);
+    } else {
+      setCustomerCurrency(customer, currency, fields.ctx);
+    }
     emit('invoice.created', invoice, fields.ctx);
     return invoice;
   }
@@ -1702,6 +1757,8 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     invoice.effective_at = t;
     invoice.ending_balance = 0;
     invoice.automatically_finalizes_at = null;
+    const days = daysUntilDue.get(invoice.id);
+    if (invoice.collection_method === 'send_invoice' && days !== undefined) invoice.due_date = t + days * 86400;
     invoice.hosted_invoice_url = `${publicUrl}/invoices/${invoice.id}`;
     invoice.invoice_pdf = `${publicUrl}/invoices/${invoice.id}/pdf`;
     emit('invoice.finalized', invoice, ctx);
@@ -1789,7 +1846,9 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
 
   /**
    * One payment attempt on an open invoice. `force` overrides the card's behaviour. Returns the
-   * decline code (null when paid). Subscriptions' statuses are the caller's business.
+   * decline code (null when paid). Subscriptions' statuses are the caller's business. A failure
+   * schedules a retry and makes the customer delinquent only for invoices Stripe collects itself
+   * (charge_automatically with auto_advance, as subscriptions' are).
    */
   function attemptInvoice(invoice: StripeObject, ctx: Ctx, opts: { force?: 'succeed' | 'fail'; paymentMethod?: StripeObject | null; retries?: boolean } = {}): string | null {
     if (invoice.status === 'draft') finalizeInvoice(invoice, ctx);
@@ -1811,10 +1870,11 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       markInvoicePaid(invoice, pi, ctx);
       return null;
     }
-    invoice.next_payment_attempt = opts.retries === false ? null : nextAttemptAfter(invoice.attempt_count);
+    const automatic = invoice.collection_method === 'charge_automatically' && invoice.auto_advance !== false;
+    invoice.next_payment_attempt = opts.retries === false || !automatic ? null : nextAttemptAfter(invoice.attempt_count);
     emit('invoice.payment_failed', invoice, ctx);
     const customer = objects.get(invoice.customer);
-    if (customer && !customer.delinquent) {
+    if (customer && !customer.delinquent && automatic) {
       change(customer, 'customer.updated', ctx, (c) => {
         c.delinquent = true;
       });
@@ -2647,6 +2707,7 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       if ((opts.advanceClock ?? true) && now() < end) {
         clockOffset += end - now();
         expireDueSessions();
+        finalizeDueDrafts();
       }
       if (sub.cancel_at_period_end || (sub.cancel_at && sub.cancel_at <= end)) {
         endSubscription(sub, ctx, 'cancellation_requested');
@@ -2761,6 +2822,437 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
       } else if (sub.status === 'active') setSubscriptionStatus(sub, 'past_due', ctx);
     }
     return render(invoice);
+  }
+
+  // ---- one-off invoices and invoice items ----------------------------------------------------
+
+  /** An inline price (and, without `product`, an inline product), as Stripe makes for amount-only items; never listed. */
+  function inlinePrice(currency: string, unitAmountDecimal: string, product: string | null, name: string): StripeObject {
+    let productId = product;
+    if (!productId) {
+      const p = makeProduct({ name, active: false });
+      hidden.add(p.id);
+      productId = p.id;
+    }
+    const unit = Number(unitAmountDecimal);
+    const price = put({
+      id: newId('price'),
+      object: 'price',
+      active: false,
+      billing_scheme: 'per_unit',
+      created: now(),
+      currency,
+      custom_unit_amount: null,
+      livemode: false,
+      lookup_key: null,
+      metadata: {},
+      nickname: null,
+      product: productId,
+      recurring: null,
+      tax_behavior: 'unspecified',
+      tiers_mode: null,
+      transform_quantity: null,
+      type: 'one_time',
+      unit_amount: Number.isInteger(unit) ? unit : null,
+      unit_amount_decimal: unitAmountDecimal,
+    });
+    hidden.add(price.id);
+    return price;
+  }
+
+  function readPeriod(r: Reader | undefined, fallback: number): { start: number; end: number } {
+    if (!r) return { start: fallback, end: fallback };
+    r.check(['end', 'start']);
+    const start = r.int('start', { required: true })!;
+    const end = r.int('end', { required: true })!;
+    if (end < start) throw invalid(r.name('end'), 'The period end must be greater than or equal to the period start.');
+    return { start, end };
+  }
+
+  /**
+   * What an invoice item costs, from exactly one of `amount`, `pricing[price]`, `price_data` or
+   * `unit_amount_decimal` (times `quantity`, default 1). `currency` is the param's, else `fallback`.
+   */
+  function readItemPricing(r: Reader, fallbackCurrency: string | null, description: string | null): {
+    amount: number; currency: string; quantity: number; pricing: Any; price: StripeObject;
+  } {
+    const sources = ['amount', 'pricing', 'price_data', 'unit_amount_decimal'].filter((k) => r.has(k));
+    if (sources.length === 0) throw missing('amount');
+    if (sources.length > 1) throw invalid(sources[1], `You may only specify one of these parameters: ${sources.join(', ')}.`);
+    const quantity = r.int('quantity', { min: 0 }) ?? 1;
+    const currencyParam = r.str('currency')?.toLowerCase();
+    if (currencyParam !== undefined && !/^[a-z]{3}$/.test(currencyParam)) throw invalid('currency', `Invalid currency: ${currencyParam}`);
+    let price: StripeObject;
+    let unitDecimal: string;
+    if (sources[0] === 'pricing') {
+      const pr = r.obj('pricing')!;
+      pr.check(['price']);
+      price = find('price', pr.str('price', { required: true })!, 'pricing[price]');
+      if (!price.active && !hidden.has(price.id)) throw invalid('pricing[price]', 'The price specified is inactive. This field only accepts active prices.');
+      if (currencyParam && currencyParam !== price.currency) {
+        throw invalid('currency', `The currency ${currencyParam} does not match the price's currency (${price.currency}).`);
+      }
+      unitDecimal = price.unit_amount_decimal ?? String(price.unit_amount ?? 0);
+    } else if (sources[0] === 'price_data') {
+      const pd = r.obj('price_data')!;
+      pd.check(['currency', 'product', 'tax_behavior', 'unit_amount', 'unit_amount_decimal'], ['unit_amount_decimal']);
+      const product = find('product', pd.str('product', { required: true })!, 'price_data[product]');
+      price = makePrice(pd, AUTOMATIC, product.id, false);
+      hidden.add(price.id);
+      unitDecimal = price.unit_amount_decimal;
+    } else {
+      const currency = currencyParam ?? fallbackCurrency;
+      if (!currency) throw missing('currency');
+      if (sources[0] === 'amount') {
+        if (r.has('quantity') && quantity !== 1) {
+          throw invalid('quantity', 'When `amount` is given, `quantity` must be 1 (use `unit_amount_decimal` with a quantity).');
+        }
+        unitDecimal = String(r.int('amount')!);
+      } else {
+        unitDecimal = r.str('unit_amount_decimal')!;
+        if (!/^-?\d+(\.\d{1,12})?$/.test(unitDecimal)) throw invalid('unit_amount_decimal', `Invalid decimal: ${unitDecimal}`);
+      }
+      price = inlinePrice(currency, unitDecimal, null, description ?? 'Invoice item');
+    }
+    return {
+      amount: Math.round(Number(unitDecimal) * quantity),
+      currency: price.currency,
+      quantity,
+      pricing: { price_details: { price: price.id, product: price.product }, type: 'price_details', unit_amount_decimal: unitDecimal },
+      price,
+    };
+  }
+
+  /** The draft an invoice item may be put on (or taken off, or changed on): anything else is refused. */
+  function editableInvoiceOf(ii: StripeObject): StripeObject | null {
+    if (!ii.invoice) return null;
+    const invoice = objects.get(ii.invoice)!;
+    if (invoice.status !== 'draft') {
+      throw invalid('id', `The invoice item ${ii.id} is on invoice ${invoice.id}, which is no longer a draft (status ${invoice.status}): only pending items and items of a draft invoice can change.`);
+    }
+    return invoice;
+  }
+
+  function createInvoiceItem(r: Reader, ctx: Ctx): StripeObject {
+    r.check(P.invoiceItemCreate, P.invoiceItemUnsupported);
+    const invoiceId = r.str('invoice');
+    const invoice = invoiceId ? find('invoice', invoiceId, 'invoice') : null;
+    const customerId = r.str('customer') ?? invoice?.customer;
+    if (!customerId) throw missing('customer');
+    const customer = find('customer', customerId, 'customer');
+    if (invoice) {
+      if (invoice.customer !== customer.id) throw invalid('invoice', `The invoice ${invoice.id} belongs to another customer than ${customer.id}.`);
+      if (invoice.status !== 'draft') throw invalid('invoice', `You can only add invoice items to draft invoices; invoice ${invoice.id} is ${invoice.status}.`);
+      if (invoice.lines.data.length >= 250) throw invalid('invoice', 'An invoice can have at most 250 invoice items.');
+    }
+    const description = r.str('description', { empty: 'null' }) ?? null;
+    const cost = readItemPricing(r, invoice?.currency ?? customer.currency ?? null, description);
+    if (invoice && cost.currency !== invoice.currency) {
+      throw invalid('currency', `The currency of the invoice item (${cost.currency}) must match the invoice's currency (${invoice.currency}).`);
+    }
+    const t = now();
+    const ii = put({
+      id: newId('ii'),
+      object: 'invoiceitem',
+      amount: cost.amount,
+      currency: cost.currency,
+      customer: customer.id,
+      customer_account: null,
+      date: t,
+      description: description ?? (r.has('pricing') || r.has('price_data') ? productName(cost.price.product) : null),
+      discountable: r.bool('discountable') ?? cost.amount >= 0,
+      discounts: [],
+      invoice: invoice?.id ?? null,
+      livemode: false,
+      metadata: r.metadata(),
+      parent: null,
+      period: readPeriod(r.obj('period'), t),
+      pricing: cost.pricing,
+      proration: false,
+      proration_details: { credited_items: null, discount_amounts: [] },
+      quantity: cost.quantity,
+      quantity_decimal: String(cost.quantity),
+      tax_rates: [],
+      test_clock: null,
+    });
+    emit('invoiceitem.created', ii, ctx);
+    if (invoice) change(invoice, 'invoice.updated', ctx, syncItemLines);
+    return ii;
+  }
+
+  /** Amount, quantity (over the same unit amount), description, metadata, period, discountable; no event of its own. */
+  function updateInvoiceItem(ii: StripeObject, r: Reader, ctx: Ctx): StripeObject {
+    r.check(P.invoiceItemUpdate, P.invoiceItemUpdateUnsupported);
+    const invoice = editableInvoiceOf(ii);
+    const amount = r.int('amount');
+    const quantity = r.int('quantity', { min: 0 });
+    if (amount !== undefined && quantity !== undefined && quantity !== 1) {
+      throw invalid('quantity', 'When `amount` is given, `quantity` must be 1.');
+    }
+    const period = r.obj('period');
+    if (amount !== undefined) {
+      const price = inlinePrice(ii.currency, String(amount), null, ii.description ?? 'Invoice item');
+      ii.pricing = { price_details: { price: price.id, product: price.product }, type: 'price_details', unit_amount_decimal: String(amount) };
+      ii.amount = amount;
+      ii.quantity = 1;
+    } else if (quantity !== undefined) {
+      ii.quantity = quantity;
+      ii.amount = Math.round(Number(ii.pricing.unit_amount_decimal) * quantity);
+    }
+    ii.quantity_decimal = String(ii.quantity);
+    if (r.has('description')) ii.description = r.str('description', { empty: 'null' }) ?? null;
+    if (r.has('metadata')) ii.metadata = r.metadata(ii.metadata);
+    if (r.has('discountable')) ii.discountable = r.bool('discountable');
+    if (period) ii.period = readPeriod(period, ii.date);
+    if (invoice) change(invoice, 'invoice.updated', ctx, syncItemLines);
+    return ii;
+  }
+
+  function deleteInvoiceItem(ii: StripeObject, ctx: Ctx): StripeObject {
+    const invoice = editableInvoiceOf(ii);
+    emit('invoiceitem.deleted', ii, ctx);
+    deleted.add(ii.id);
+    if (invoice) change(invoice, 'invoice.updated', ctx, syncItemLines);
+    return ii;
+  }
+
+  /** The line of an invoice item on its invoice (`parent.invoice_item_details`), with a stable id. */
+  function itemLine(invoice: StripeObject, ii: StripeObject): Any {
+    let id = itemLineIds.get(ii.id);
+    if (!id) {
+      id = newId('il');
+      itemLineIds.set(ii.id, id);
+    }
+    const taxed = invoice.automatic_tax.enabled;
+    return {
+      id,
+      object: 'line_item',
+      amount: ii.amount,
+      currency: ii.currency,
+      description: ii.description,
+      discount_amounts: [],
+      discountable: ii.discountable,
+      discounts: [],
+      invoice: invoice.id,
+      livemode: false,
+      metadata: clone(ii.metadata),
+      parent: {
+        invoice_item_details: { invoice_item: ii.id, proration: false, proration_details: { credited_items: null }, subscription: null },
+        subscription_item_details: null,
+        type: 'invoice_item_details',
+      },
+      period: clone(ii.period),
+      pretax_credit_amounts: [],
+      pricing: clone(ii.pricing),
+      quantity: ii.quantity,
+      quantity_decimal: ii.quantity_decimal,
+      subscription: null,
+      subtotal: ii.amount,
+      taxes: taxed ? [taxEntry(taxOf(ii.amount, true), ii.amount)] : [],
+    };
+  }
+
+  /** A one-off invoice's lines are its invoice items (oldest first); its totals follow them. */
+  function syncItemLines(invoice: StripeObject): void {
+    const items = all('invoiceitem').filter((ii) => ii.invoice === invoice.id).sort((a, b) => order.get(a.id)! - order.get(b.id)!);
+    invoice.lines.data = items.map((ii) => itemLine(invoice, ii));
+    const subtotal = invoice.lines.data.reduce((s: number, l: Any) => s + l.amount, 0);
+    const tax = invoice.lines.data.reduce((s: number, l: Any) => s + (l.taxes[0]?.amount ?? 0), 0);
+    invoice.subtotal = subtotal;
+    invoice.subtotal_excluding_tax = subtotal;
+    invoice.total = subtotal + tax;
+    invoice.total_excluding_tax = subtotal;
+    invoice.total_taxes = invoice.automatic_tax.enabled ? [taxEntry(tax, subtotal)] : [];
+    invoice.amount_due = Math.max(0, invoice.total);
+    invoice.amount_remaining = invoice.amount_due - invoice.amount_paid;
+  }
+
+  function readInvoicePaymentMethod(r: Reader, customerId: string): string | null | undefined {
+    const pmId = r.str('default_payment_method', { empty: 'null' });
+    if (pmId) {
+      const pm = find('payment_method', pmId, 'default_payment_method');
+      if (pm.customer !== customerId) {
+        throw invalid('default_payment_method', `The customer does not have a payment method with the ID ${pmId}. The payment method must be attached to the customer.`, 'resource_missing');
+      }
+    }
+    return pmId;
+  }
+
+  /** `days_until_due` / `due_date`: only for send_invoice, which needs one of them. */
+  function readDue(r: Reader, collection: string, current: { days?: number; dueDate: number | null } | null): { days?: number; dueDate?: number } {
+    const days = r.int('days_until_due', { min: 0, max: 3650 });
+    const dueDate = r.int('due_date');
+    if (days !== undefined && dueDate !== undefined) throw invalid('due_date', 'You can only pass one of `days_until_due` and `due_date`.');
+    if (collection !== 'send_invoice' && (days !== undefined || dueDate !== undefined)) {
+      const param = days !== undefined ? 'days_until_due' : 'due_date';
+      throw invalid(param, `You can only set \`${param}\` on an invoice with \`collection_method=send_invoice\`.`);
+    }
+    if (collection === 'send_invoice' && days === undefined && dueDate === undefined && current?.days === undefined && !current?.dueDate) {
+      throw new ApiError(400, {
+        code: 'parameter_missing',
+        param: 'days_until_due',
+        message: 'Missing required param: days_until_due. An invoice with collection_method=send_invoice needs `days_until_due` or `due_date`.',
+      });
+    }
+    if (dueDate !== undefined && dueDate <= now()) throw invalid('due_date', 'The due date must be in the future.');
+    return { days, dueDate };
+  }
+
+  function createInvoiceFromApi(r: Reader, ctx: Ctx): StripeObject {
+    r.check(P.invoiceCreate, P.invoiceUnsupported);
+    const customer = find('customer', r.str('customer', { required: true })!, 'customer');
+    const collection = r.enum('collection_method', ['charge_automatically', 'send_invoice'] as const) ?? 'charge_automatically';
+    const due = readDue(r, collection, null);
+    const pmId = readInvoicePaymentMethod(r, customer.id);
+    const behavior = r.enum('pending_invoice_items_behavior', ['exclude', 'include'] as const) ?? 'exclude';
+    const currencyParam = r.str('currency')?.toLowerCase();
+    if (currencyParam !== undefined && !/^[a-z]{3}$/.test(currencyParam)) throw invalid('currency', `Invalid currency: ${currencyParam}`);
+    const pending = all('invoiceitem').filter((ii) => ii.customer === customer.id && ii.invoice === null)
+      .sort((a, b) => order.get(a.id)! - order.get(b.id)!);
+    const currency = currencyParam ?? customer.currency ?? (behavior === 'include' ? pending[0]?.currency : undefined) ?? 'usd';
+    const taxR = r.obj('automatic_tax');
+    taxR?.check(['enabled', 'liability'], ['liability']);
+    const autoAdvance = r.bool('auto_advance') ?? false;
+    const finalizesAt = r.int('automatically_finalizes_at');
+    if (finalizesAt !== undefined && finalizesAt <= now()) throw invalid('automatically_finalizes_at', 'automatically_finalizes_at must be in the future.');
+    const t = now();
+    const invoice = createInvoice({
+      customer,
+      lines: [],
+      billingReason: 'manual',
+      subscription: null,
+      periodStart: t,
+      periodEnd: t,
+      automaticTax: taxR?.bool('enabled') ?? false,
+      metadata: r.metadata(),
+      description: r.str('description', { empty: 'null' }) ?? null,
+      currency,
+      collectionMethod: collection,
+      autoAdvance,
+      automaticallyFinalizesAt: finalizesAt,
+      defaultPaymentMethod: pmId ?? null,
+      dueDate: due.dueDate ?? (due.days !== undefined ? t + due.days * 86400 : null),
+      footer: r.str('footer', { empty: 'null' }) ?? null,
+      statementDescriptor: r.str('statement_descriptor', { empty: 'null' }) ?? null,
+      invoiceItems: behavior === 'include' ? pending.filter((ii) => ii.currency === currency) : [],
+      ctx,
+    });
+    if (due.days !== undefined) daysUntilDue.set(invoice.id, due.days);
+    return invoice;
+  }
+
+  function updateInvoiceFromApi(invoice: StripeObject, r: Reader, ctx: Ctx): StripeObject {
+    r.check(P.invoiceUpdate, P.invoiceUnsupported);
+    if (invoice.status !== 'draft') {
+      const allowed: readonly string[] = invoice.status === 'open' ? P.invoiceUpdateOpen : ['expand', 'metadata'];
+      const refused = Object.keys(r.params).find((k) => !allowed.includes(k));
+      if (refused) {
+        throw invalid(refused, `Finalized invoices can't be updated in this way: an invoice in status ${invoice.status} only takes ${allowed.filter((k) => k !== 'expand').join(', ')}.`);
+      }
+    }
+    const collection = r.enum('collection_method', ['charge_automatically', 'send_invoice'] as const) ?? invoice.collection_method;
+    const due = readDue(r, collection, collection === invoice.collection_method ? { days: daysUntilDue.get(invoice.id), dueDate: invoice.due_date } : null);
+    const pmId = readInvoicePaymentMethod(r, invoice.customer);
+    const taxR = r.obj('automatic_tax');
+    taxR?.check(['enabled', 'liability'], ['liability']);
+    const finalizesAt = r.int('automatically_finalizes_at');
+    if (finalizesAt !== undefined && finalizesAt <= now()) throw invalid('automatically_finalizes_at', 'automatically_finalizes_at must be in the future.');
+    change(invoice, 'invoice.updated', ctx, (inv) => {
+      if (r.has('metadata')) inv.metadata = r.metadata(inv.metadata);
+      if (r.has('description')) inv.description = r.str('description', { empty: 'null' }) ?? null;
+      if (r.has('footer')) inv.footer = r.str('footer', { empty: 'null' }) ?? null;
+      if (r.has('statement_descriptor')) inv.statement_descriptor = r.str('statement_descriptor', { empty: 'null' }) ?? null;
+      if (pmId !== undefined) inv.default_payment_method = pmId;
+      if (r.has('auto_advance')) {
+        inv.auto_advance = r.bool('auto_advance');
+        if (inv.status === 'draft') inv.automatically_finalizes_at = inv.auto_advance ? (inv.automatically_finalizes_at ?? now() + 3600) : null;
+      }
+      if (finalizesAt !== undefined && inv.auto_advance) inv.automatically_finalizes_at = finalizesAt;
+      inv.collection_method = collection;
+      if (collection === 'charge_automatically') {
+        daysUntilDue.delete(inv.id);
+        inv.due_date = null;
+      } else if (due.days !== undefined) {
+        daysUntilDue.set(inv.id, due.days);
+        inv.due_date = inv.created + due.days * 86400;
+      } else if (due.dueDate !== undefined) {
+        daysUntilDue.delete(inv.id);
+        inv.due_date = due.dueDate;
+      }
+      if (taxR?.has('enabled')) {
+        const enabled = taxR.bool('enabled')!;
+        inv.automatic_tax = {
+          disabled_reason: null,
+          enabled,
+          liability: enabled ? { type: 'self' } : null,
+          provider: enabled ? 'stripe' : null,
+          status: enabled ? 'complete' : null,
+        };
+        syncItemLines(inv);
+      }
+    });
+    return invoice;
+  }
+
+  /**
+   * Finalizes a one-off draft: number, hosted page and PDF, its PaymentIntent (or paid at once
+   * when nothing is due). With auto_advance (and `advance`), a charge_automatically invoice is
+   * charged now and a send_invoice one is sent (invoice.sent).
+   */
+  function finalizeOneOff(invoice: StripeObject, ctx: Ctx, advance = true): void {
+    finalizeInvoice(invoice, ctx);
+    if (invoice.amount_due === 0) {
+      markInvoicePaid(invoice, null, ctx);
+      return;
+    }
+    invoicePaymentIntent(invoice, ctx);
+    if (!advance || !invoice.auto_advance) return;
+    if (invoice.collection_method === 'charge_automatically') attemptInvoice(invoice, ctx);
+    else emit('invoice.sent', invoice, ctx);
+  }
+
+  /** Drafts with auto_advance whose automatically_finalizes_at has come (after the clock moved). */
+  function finalizeDueDrafts(): void {
+    const t = now();
+    for (const invoice of all('invoice')) {
+      if (invoice.status === 'draft' && invoice.auto_advance && invoice.automatically_finalizes_at !== null && invoice.automatically_finalizes_at <= t) {
+        finalizeOneOff(invoice, AUTOMATIC);
+      }
+    }
+  }
+
+  function sendInvoice(invoice: StripeObject, ctx: Ctx): void {
+    if (invoice.collection_method !== 'send_invoice') {
+      throw invalid('invoice', "You can only manually send an invoice if its collection method is 'send_invoice'.");
+    }
+    if (invoice.status === 'void' || invoice.status === 'uncollectible') {
+      throw invalid('invoice', `You can't send an invoice in status ${invoice.status}.`);
+    }
+    if (invoice.status === 'draft') finalizeOneOff(invoice, ctx, false);
+    emit('invoice.sent', invoice, ctx);
+  }
+
+  /** Void: no more payments (its open PaymentIntent is canceled, reason void_invoice). */
+  function voidInvoice(invoice: StripeObject, ctx: Ctx): void {
+    if (invoice.status !== 'open' && invoice.status !== 'uncollectible') {
+      throw invalid('invoice', `You can only void an open or uncollectible invoice; this invoice is ${invoice.status}.`);
+    }
+    const t = now();
+    invoice.status = 'void';
+    invoice.status_transitions.voided_at = t;
+    invoice.next_payment_attempt = null;
+    emit('invoice.voided', invoice, ctx);
+    const payment = all('invoice_payment').find((p) => p.invoice === invoice.id && p.status === 'open');
+    if (!payment) return;
+    payment.status = 'canceled';
+    payment.status_transitions.canceled_at = t;
+    const pi = objects.get(payment.payment.payment_intent);
+    if (pi && pi.status !== 'succeeded' && pi.status !== 'canceled') {
+      pi.status = 'canceled';
+      pi.canceled_at = t;
+      pi.cancellation_reason = 'void_invoice';
+      emit('payment_intent.canceled', pi, ctx);
+    }
   }
 
   // ---- refunds ---------------------------------------------------------------------------------
@@ -3407,12 +3899,14 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
   });
 
   // invoices
+  route('POST', '/v1/invoices', (_m, r, ctx) => createInvoiceFromApi(r, ctx));
   route('GET', '/v1/invoices', (_m, r) => {
     const customer = r.str('customer');
     const subscription = r.str('subscription');
     const status = r.enum('status', ['draft', 'open', 'paid', 'uncollectible', 'void'] as const);
+    const collection = r.enum('collection_method', ['charge_automatically', 'send_invoice'] as const);
     return listOf('invoice', r, '/v1/invoices', ['collection_method', 'created', 'customer', 'customer_account', 'due_date', 'status', 'subscription'], (i) =>
-      (!customer || i.customer === customer) && (!status || i.status === status) &&
+      (!customer || i.customer === customer) && (!status || i.status === status) && (!collection || i.collection_method === collection) &&
       (!subscription || i.parent?.subscription_details?.subscription === subscription));
   });
   route('GET', '/v1/invoices/search', (_m, r) => searchOf('invoice', r, '/v1/invoices/search'));
@@ -3429,6 +3923,27 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
     const start = after ? data.findIndex((l) => l.id === after) + 1 : 0;
     return listEnvelope(clone(data.slice(start, start + limit)), `/v1/invoices/${invoice.id}/lines`, start + limit < data.length);
   });
+  route('POST', '/v1/invoices/:id', (m, r, ctx) => updateInvoiceFromApi(find('invoice', m[1], null), r, ctx));
+  route('POST', '/v1/invoices/:id/finalize', (m, r, ctx) => {
+    r.check(['auto_advance', 'expand']);
+    const invoice = find('invoice', m[1], null);
+    if (invoice.status !== 'draft') throw invalid('invoice', "This invoice is already finalized, you can't re-finalize a non-draft invoice.");
+    if (r.has('auto_advance')) invoice.auto_advance = r.bool('auto_advance');
+    finalizeOneOff(invoice, ctx);
+    return invoice;
+  });
+  route('POST', '/v1/invoices/:id/send', (m, r, ctx) => {
+    r.check(['expand']);
+    const invoice = find('invoice', m[1], null);
+    sendInvoice(invoice, ctx);
+    return invoice;
+  });
+  route('POST', '/v1/invoices/:id/void', (m, r, ctx) => {
+    r.check(['expand']);
+    const invoice = find('invoice', m[1], null);
+    voidInvoice(invoice, ctx);
+    return invoice;
+  });
   route('POST', '/v1/invoices/:id/pay', (m, r, ctx) => payInvoiceApi(find('invoice', m[1], null), r, ctx));
   route('GET', '/v1/invoice_payments', (_m, r) => {
     const invoice = r.str('invoice');
@@ -3442,6 +3957,28 @@ export async function startFakeStripe(options: FakeStripeOptions = {}): Promise<
   route('GET', '/v1/invoice_payments/:id', (m, r) => {
     r.check(['expand']);
     return find('invoice_payment', m[1], null);
+  });
+
+  // invoice items
+  route('POST', '/v1/invoiceitems', (_m, r, ctx) => createInvoiceItem(r, ctx));
+  route('GET', '/v1/invoiceitems', (_m, r) => {
+    r.check([...LIST_PARAMS, 'created', 'customer', 'customer_account', 'invoice', 'pending']);
+    const customer = r.str('customer');
+    const invoice = r.str('invoice');
+    const pending = r.bool('pending');
+    const created = createdFilter(r);
+    return paginate(all('invoiceitem').filter((ii) =>
+      created({ ...ii, created: ii.date }) && (!customer || ii.customer === customer) && (!invoice || ii.invoice === invoice) &&
+      (pending === undefined || (ii.invoice === null) === pending)), r, '/v1/invoiceitems');
+  });
+  route('GET', '/v1/invoiceitems/:id', (m, r) => {
+    r.check(['expand']);
+    return find('invoiceitem', m[1], null);
+  });
+  route('POST', '/v1/invoiceitems/:id', (m, r, ctx) => updateInvoiceItem(find('invoiceitem', m[1], null), r, ctx));
+  route('DELETE', '/v1/invoiceitems/:id', (m, r, ctx) => {
+    r.check([]);
+    return deleteInvoiceItem(find('invoiceitem', m[1], null), ctx);
   });
 
   // payment intents, charges, refunds
@@ -3603,7 +4140,7 @@ ${done ? `<p class="ok">Saved ${escapeHtml(pm?.card.brand)} •••• ${escap
     const tax = invoice.total - invoice.subtotal;
     return html(`Invoice ${invoice.number ?? invoice.id}`, `<h1>Invoice ${escapeHtml(invoice.number ?? '(draft)')}</h1>
 ${message ? `<p class="ok">${escapeHtml(message)}</p>` : ''}
-<p>Status: <b>${escapeHtml(invoice.status)}</b> · ${escapeHtml(invoice.customer_email ?? '')}</p>
+<p>Status: <b>${escapeHtml(invoice.status)}</b> · ${escapeHtml(invoice.customer_email ?? '')}${invoice.due_date ? ` · Due ${new Date(invoice.due_date * 1000).toISOString().slice(0, 10)}` : ''}</p>
 <table>${rows}<tr><td>Subtotal</td><td class="num">${escapeHtml(formatMoney(invoice.subtotal, invoice.currency))}</td></tr>
 ${tax ? `<tr><td>Tax</td><td class="num">${escapeHtml(formatMoney(tax, invoice.currency))}</td></tr>` : ''}
 <tr><th>Amount due</th><th class="num">${escapeHtml(formatMoney(invoice.amount_remaining, invoice.currency))}</th></tr></table>
@@ -3617,9 +4154,9 @@ ${invoice.invoice_pdf ? `<p><a href="${escapeHtml(invoice.invoice_pdf)}">Downloa
       `Invoice ${invoice.number}`,
       `Issued by ${invoice.account_name} (test mode)`,
       `Billed to ${invoice.customer_name ?? ''} ${invoice.customer_email ?? ''}`.trim(),
-      `Date ${day(invoice.status_transitions.finalized_at ?? invoice.created)}    Status ${invoice.status}`,
+      `Date ${day(invoice.status_transitions.finalized_at ?? invoice.created)}    Status ${invoice.status}${invoice.due_date ? `    Due ${day(invoice.due_date)}` : ''}`,
       '',
-      ...invoice.lines.data.map((l: Any) => `${l.description}  ${day(l.period.start)} - ${day(l.period.end)}  ${formatMoney(l.amount, l.currency)}`),
+      ...invoice.lines.data.map((l: Any) => `${l.description ?? ''}  ${day(l.period.start)} - ${day(l.period.end)}  ${formatMoney(l.amount, l.currency)}`),
       '',
       `Subtotal ${invoice.subtotal}  Tax ${invoice.total - invoice.subtotal}  Total ${invoice.total} (${invoice.currency.toUpperCase()} minor units)`,
       `Amount paid ${invoice.amount_paid}  Amount remaining ${invoice.amount_remaining}`,
@@ -3806,6 +4343,7 @@ ${invoice.invoice_pdf ? `<p><a href="${escapeHtml(invoice.invoice_pdf)}">Downloa
     if (route === 'POST /_fake/clock/advance') {
       clockOffset += Math.max(0, Math.floor(Number(body.seconds) || 0));
       expireDueSessions();
+      finalizeDueDrafts();
       return { now: now() };
     }
     if ((m = /^POST \/_fake\/checkout\/sessions\/([^/]+)\/complete$/.exec(route))) return doCompleteCheckout(m[1], body.outcome === 'declined' ? 'declined' : 'paid', body.details ?? {});
@@ -4161,6 +4699,9 @@ ${invoice.invoice_pdf ? `<p><a href="${escapeHtml(invoice.invoice_pdf)}">Downloa
     sessionLines.clear();
     sessionOptions.clear();
     itemPeriods.clear();
+    daysUntilDue.clear();
+    itemLineIds.clear();
+    hidden.clear();
     eventsById.clear();
     events.length = 0;
     requests.length = 0;
@@ -4205,6 +4746,7 @@ ${invoice.invoice_pdf ? `<p><a href="${escapeHtml(invoice.invoice_pdf)}">Downloa
       if (seconds < 0) throw new Error('fake Stripe: the clock only moves forward');
       clockOffset += Math.floor(seconds);
       expireDueSessions();
+      finalizeDueDrafts();
       return now();
     },
     next: (...more) => {

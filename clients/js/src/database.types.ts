@@ -32,6 +32,58 @@ isOneToOne: true
       referencedColumns: ["id"]
     }
                   ]
+                },"credit_account_transactions": {
+                  Row: {
+                    "amount": number,"completed_at": string | null,"created_at": string,"created_by": string | null,"currency": string,"description": string,"id": string,"idempotency_key": string | null,"metadata": NonNullable<Json>,"organization_id": string,"source_id": string | null,"source_type": string,"statement_id": string | null,"status": Database["public"]['Enums']["credit_transaction_status"],"type": Database["public"]['Enums']["credit_transaction_type"]
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "amount": number,"completed_at"?: string | null,"created_at"?: string,"created_by"?: string | null,"currency": string,"description": string,"id"?: string,"idempotency_key"?: string | null,"metadata"?: NonNullable<Json>,"organization_id": string,"source_id"?: string | null,"source_type": string,"statement_id"?: string | null,"status"?: Database["public"]['Enums']["credit_transaction_status"],"type": Database["public"]['Enums']["credit_transaction_type"]
+                  }
+                  Update: {
+                    "amount"?: number,"completed_at"?: string | null,"created_at"?: string,"created_by"?: string | null,"currency"?: string,"description"?: string,"id"?: string,"idempotency_key"?: string | null,"metadata"?: NonNullable<Json>,"organization_id"?: string,"source_id"?: string | null,"source_type"?: string,"statement_id"?: string | null,"status"?: Database["public"]['Enums']["credit_transaction_status"],"type"?: Database["public"]['Enums']["credit_transaction_type"]
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_account_transactions_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_accounts"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_account_transactions_statement_id_fkey"
+      columns: ["statement_id"]
+isOneToOne: false
+      referencedRelation: "credit_statements"
+      referencedColumns: ["id"]
+    }
+                  ]
+                },"credit_accounts": {
+                  Row: {
+                    "amount_owed": number,"available_credit": number | null,"billing_email": string | null,"billing_name": string | null,"created_at": string,"credit_limit": number,"currency": string,"last_statement_at": string | null,"on_time_streak": number,"opened_at": string,"opened_by": string | null,"organization_id": string,"payment_terms_days": number,"statement_day": number,"status": Database["public"]['Enums']["credit_account_status"],"status_changed_at": string,"stripe_payment_method_id": string | null,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "amount_owed"?: number,"available_credit"?: never,"billing_email"?: string | null,"billing_name"?: string | null,"created_at"?: string,"credit_limit": number,"currency"?: string,"last_statement_at"?: string | null,"on_time_streak"?: number,"opened_at"?: string,"opened_by"?: string | null,"organization_id": string,"payment_terms_days"?: number,"statement_day"?: number,"status"?: Database["public"]['Enums']["credit_account_status"],"status_changed_at"?: string,"stripe_payment_method_id"?: string | null,"updated_at"?: string
+                  }
+                  Update: {
+                    "amount_owed"?: number,"available_credit"?: never,"billing_email"?: string | null,"billing_name"?: string | null,"created_at"?: string,"credit_limit"?: number,"currency"?: string,"last_statement_at"?: string | null,"on_time_streak"?: number,"opened_at"?: string,"opened_by"?: string | null,"organization_id"?: string,"payment_terms_days"?: number,"statement_day"?: number,"status"?: Database["public"]['Enums']["credit_account_status"],"status_changed_at"?: string,"stripe_payment_method_id"?: string | null,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_accounts_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_accounts_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    }
+                  ]
                 },"credit_action_costs": {
                   Row: {
                     "action_key": string,"amount": number,"pool_key": string
@@ -152,17 +204,23 @@ isOneToOne: false
                   ]
                 },"credit_overages": {
                   Row: {
-                    "amount": number,"billed_at": string | null,"created_at": string,"id": number,"organization_id": string,"pool_key": string,"reservation_id": string | null,"transaction_id": string
+                    "amount": number,"billed_at": string | null,"created_at": string,"credit_transaction_id": string | null,"id": number,"organization_id": string,"pool_key": string,"reservation_id": string | null,"transaction_id": string
                   }
                   ComputedFields: never
                   Insert: {
-                    "amount": number,"billed_at"?: string | null,"created_at"?: string,"id"?: never,"organization_id": string,"pool_key": string,"reservation_id"?: string | null,"transaction_id": string
+                    "amount": number,"billed_at"?: string | null,"created_at"?: string,"credit_transaction_id"?: string | null,"id"?: never,"organization_id": string,"pool_key": string,"reservation_id"?: string | null,"transaction_id": string
                   }
                   Update: {
-                    "amount"?: number,"billed_at"?: string | null,"created_at"?: string,"id"?: never,"organization_id"?: string,"pool_key"?: string,"reservation_id"?: string | null,"transaction_id"?: string
+                    "amount"?: number,"billed_at"?: string | null,"created_at"?: string,"credit_transaction_id"?: string | null,"id"?: never,"organization_id"?: string,"pool_key"?: string,"reservation_id"?: string | null,"transaction_id"?: string
                   }
                   Relationships: [
                     {
+      foreignKeyName: "credit_overages_credit_transaction_id_fkey"
+      columns: ["credit_transaction_id"]
+isOneToOne: false
+      referencedRelation: "credit_account_transactions"
+      referencedColumns: ["id"]
+    },{
       foreignKeyName: "credit_overages_pool_key_fkey"
       columns: ["pool_key"]
 isOneToOne: false
@@ -192,14 +250,14 @@ isOneToOne: false
                   ]
                 },"credit_plan_allocations": {
                   Row: {
-                    "allows_overage": boolean,"amount": number,"overage_cap": number,"plan_key": string,"pool_key": string
+                    "allows_overage": boolean,"amount": number,"overage_price_millis": number,"plan_key": string,"pool_key": string
                   }
                   ComputedFields: never
                   Insert: {
-                    "allows_overage"?: boolean,"amount": number,"overage_cap"?: number,"plan_key": string,"pool_key": string
+                    "allows_overage"?: boolean,"amount": number,"overage_price_millis"?: number,"plan_key": string,"pool_key": string
                   }
                   Update: {
-                    "allows_overage"?: boolean,"amount"?: number,"overage_cap"?: number,"plan_key"?: string,"pool_key"?: string
+                    "allows_overage"?: boolean,"amount"?: number,"overage_price_millis"?: number,"plan_key"?: string,"pool_key"?: string
                   }
                   Relationships: [
                     {
@@ -218,14 +276,14 @@ isOneToOne: false
                   ]
                 },"credit_plans": {
                   Row: {
-                    "created_at": string,"description": string | null,"is_active": boolean,"is_free": boolean,"key": string,"name": string,"period": string,"price_amount": number | null,"price_currency": string | null,"stripe_lookup_key": string | null,"stripe_price_id": string | null,"updated_at": string
+                    "created_at": string,"credit_account_limit": number | null,"description": string | null,"is_active": boolean,"is_free": boolean,"key": string,"name": string,"period": string,"price_amount": number | null,"price_currency": string | null,"stripe_lookup_key": string | null,"stripe_price_id": string | null,"updated_at": string
                   }
                   ComputedFields: never
                   Insert: {
-                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key": string,"name": string,"period"?: string,"price_amount"?: number | null,"price_currency"?: string | null,"stripe_lookup_key"?: string | null,"stripe_price_id"?: string | null,"updated_at"?: string
+                    "created_at"?: string,"credit_account_limit"?: number | null,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key": string,"name": string,"period"?: string,"price_amount"?: number | null,"price_currency"?: string | null,"stripe_lookup_key"?: string | null,"stripe_price_id"?: string | null,"updated_at"?: string
                   }
                   Update: {
-                    "created_at"?: string,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key"?: string,"name"?: string,"period"?: string,"price_amount"?: number | null,"price_currency"?: string | null,"stripe_lookup_key"?: string | null,"stripe_price_id"?: string | null,"updated_at"?: string
+                    "created_at"?: string,"credit_account_limit"?: number | null,"description"?: string | null,"is_active"?: boolean,"is_free"?: boolean,"key"?: string,"name"?: string,"period"?: string,"price_amount"?: number | null,"price_currency"?: string | null,"stripe_lookup_key"?: string | null,"stripe_price_id"?: string | null,"updated_at"?: string
                   }
                   Relationships: [
                     
@@ -268,6 +326,26 @@ isOneToOne: false
 isOneToOne: false
       referencedRelation: "organizations"
       referencedColumns: ["id"]
+    }
+                  ]
+                },"credit_statements": {
+                  Row: {
+                    "bill_attempts": number,"billed_at": string | null,"collection_method": string | null,"created_at": string,"currency": string,"due_date": string,"hosted_invoice_url": string | null,"id": string,"last_error": string | null,"organization_id": string,"overdue_at": string | null,"paid_at": string | null,"period_end": string,"period_start": string,"reminded_at": string | null,"status": Database["public"]['Enums']["credit_statement_status"],"stripe_invoice_id": string | null,"total": number,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "bill_attempts"?: number,"billed_at"?: string | null,"collection_method"?: string | null,"created_at"?: string,"currency": string,"due_date": string,"hosted_invoice_url"?: string | null,"id"?: string,"last_error"?: string | null,"organization_id": string,"overdue_at"?: string | null,"paid_at"?: string | null,"period_end": string,"period_start": string,"reminded_at"?: string | null,"status"?: Database["public"]['Enums']["credit_statement_status"],"stripe_invoice_id"?: string | null,"total": number,"updated_at"?: string
+                  }
+                  Update: {
+                    "bill_attempts"?: number,"billed_at"?: string | null,"collection_method"?: string | null,"created_at"?: string,"currency"?: string,"due_date"?: string,"hosted_invoice_url"?: string | null,"id"?: string,"last_error"?: string | null,"organization_id"?: string,"overdue_at"?: string | null,"paid_at"?: string | null,"period_end"?: string,"period_start"?: string,"reminded_at"?: string | null,"status"?: Database["public"]['Enums']["credit_statement_status"],"stripe_invoice_id"?: string | null,"total"?: number,"updated_at"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_statements_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_accounts"
+      referencedColumns: ["organization_id"]
     }
                   ]
                 },"email_preferences": {
@@ -630,6 +708,81 @@ isOneToOne: false
 "leave_organization":
 { Args: { "p_organization_id": string }; Returns: undefined
                            },
+"list_credit_account_transactions":
+{ Args: { "p_after_created_at"?: string,"p_after_id"?: string,"p_from"?: string,"p_limit"?: number,"p_organization_id": string,"p_source_type"?: string,"p_statuses"?: (Database["public"]['Enums']["credit_transaction_status"])[],"p_to"?: string,"p_types"?: (Database["public"]['Enums']["credit_transaction_type"])[] }; Returns: {
+              "amount": number,
+"completed_at": string | null,
+"created_at": string,
+"created_by": string | null,
+"currency": string,
+"description": string,
+"id": string,
+"idempotency_key": string | null,
+"metadata": NonNullable<Json>,
+"organization_id": string,
+"source_id": string | null,
+"source_type": string,
+"statement_id": string | null,
+"status": Database["public"]['Enums']["credit_transaction_status"],
+"type": Database["public"]['Enums']["credit_transaction_type"]
+            }[]
+                          SetofOptions: {
+        from: "*"
+        to: "credit_account_transactions"
+        isOneToOne: false
+        isSetofReturn: true
+      } },
+"open_credit_account":
+{ Args: { "p_credit_limit": number,"p_currency"?: string,"p_organization_id": string,"p_payment_terms_days"?: number,"p_reason": string,"p_statement_day"?: number }; Returns: {
+              "amount_owed": number,
+"available_credit": number | null,
+"billing_email": string | null,
+"billing_name": string | null,
+"created_at": string,
+"credit_limit": number,
+"currency": string,
+"last_statement_at": string | null,
+"on_time_streak": number,
+"opened_at": string,
+"opened_by": string | null,
+"organization_id": string,
+"payment_terms_days": number,
+"statement_day": number,
+"status": Database["public"]['Enums']["credit_account_status"],
+"status_changed_at": string,
+"stripe_payment_method_id": string | null,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "credit_accounts"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
+"post_credit_account_transaction":
+{ Args: { "p_amount": number,"p_description": string,"p_idempotency_key": string,"p_metadata"?: Json,"p_organization_id": string,"p_source_id"?: string,"p_source_type"?: string,"p_type": Database["public"]['Enums']["credit_transaction_type"] }; Returns: {
+              "amount": number,
+"completed_at": string | null,
+"created_at": string,
+"created_by": string | null,
+"currency": string,
+"description": string,
+"id": string,
+"idempotency_key": string | null,
+"metadata": NonNullable<Json>,
+"organization_id": string,
+"source_id": string | null,
+"source_type": string,
+"statement_id": string | null,
+"status": Database["public"]['Enums']["credit_transaction_status"],
+"type": Database["public"]['Enums']["credit_transaction_type"]
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "credit_account_transactions"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
 "refund_credits":
 { Args: { "p_amounts"?: Json,"p_reason"?: string,"p_transaction_id": string }; Returns: Json
                            },
@@ -642,15 +795,96 @@ isOneToOne: false
 "reserve_credits":
 { Args: { "p_action_type"?: string,"p_amounts"?: Json,"p_idempotency_key"?: string,"p_metadata"?: Json,"p_organization_id": string,"p_quantity"?: number,"p_ttl"?: string }; Returns: Json
                            },
+"set_credit_account_status":
+{ Args: { "p_organization_id": string,"p_reason": string,"p_status": Database["public"]['Enums']["credit_account_status"] }; Returns: {
+              "amount_owed": number,
+"available_credit": number | null,
+"billing_email": string | null,
+"billing_name": string | null,
+"created_at": string,
+"credit_limit": number,
+"currency": string,
+"last_statement_at": string | null,
+"on_time_streak": number,
+"opened_at": string,
+"opened_by": string | null,
+"organization_id": string,
+"payment_terms_days": number,
+"statement_day": number,
+"status": Database["public"]['Enums']["credit_account_status"],
+"status_changed_at": string,
+"stripe_payment_method_id": string | null,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "credit_accounts"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
+"set_credit_limit":
+{ Args: { "p_credit_limit": number,"p_organization_id": string,"p_reason": string }; Returns: {
+              "amount_owed": number,
+"available_credit": number | null,
+"billing_email": string | null,
+"billing_name": string | null,
+"created_at": string,
+"credit_limit": number,
+"currency": string,
+"last_statement_at": string | null,
+"on_time_streak": number,
+"opened_at": string,
+"opened_by": string | null,
+"organization_id": string,
+"payment_terms_days": number,
+"statement_day": number,
+"status": Database["public"]['Enums']["credit_account_status"],
+"status_changed_at": string,
+"stripe_payment_method_id": string | null,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "credit_accounts"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
 "set_credit_low_threshold":
 { Args: { "p_organization_id": string,"p_pool": string,"p_threshold": number }; Returns: undefined
                            },
+"update_credit_account_settings":
+{ Args: { "p_billing_email"?: string,"p_billing_name"?: string,"p_organization_id": string,"p_payment_method"?: string }; Returns: {
+              "amount_owed": number,
+"available_credit": number | null,
+"billing_email": string | null,
+"billing_name": string | null,
+"created_at": string,
+"credit_limit": number,
+"currency": string,
+"last_statement_at": string | null,
+"on_time_streak": number,
+"opened_at": string,
+"opened_by": string | null,
+"organization_id": string,
+"payment_terms_days": number,
+"statement_day": number,
+"status": Database["public"]['Enums']["credit_account_status"],
+"status_changed_at": string,
+"stripe_payment_method_id": string | null,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "credit_accounts"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
 "update_member_role":
 { Args: { "p_organization_id": string,"p_role": string,"p_user_id": string }; Returns: undefined
                            }
           }
           Enums: {
-            "billing_standing": "good"|"past_due"|"suspended","credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","file_status": "uploading"|"ready"|"moving","invoice_status": "draft"|"open"|"paid"|"uncollectible"|"void","organization_role": "owner"|"admin"|"member"|"billing","subscription_status": "incomplete"|"incomplete_expired"|"trialing"|"active"|"past_due"|"canceled"|"unpaid"|"paused"
+            "billing_standing": "good"|"past_due"|"suspended","credit_account_status": "active"|"suspended"|"defaulted"|"closed","credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","credit_statement_status": "pending"|"billed"|"paid"|"failed"|"void","credit_transaction_status": "pending"|"completed"|"failed"|"cancelled","credit_transaction_type": "charge"|"payment"|"adjustment"|"refund"|"fee"|"limit_change"|"status_change","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","file_status": "uploading"|"ready"|"moving","invoice_status": "draft"|"open"|"paid"|"uncollectible"|"void","organization_role": "owner"|"admin"|"member"|"billing","subscription_status": "incomplete"|"incomplete_expired"|"trialing"|"active"|"past_due"|"canceled"|"unpaid"|"paused"
           }
           CompositeTypes: {
             [_ in never]: never
@@ -766,7 +1000,7 @@ export type CompositeTypes<
 export const Constants = {
   "public": {
           Enums: {
-            "billing_standing": ["good", "past_due", "suspended"],"credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"file_status": ["uploading", "ready", "moving"],"invoice_status": ["draft", "open", "paid", "uncollectible", "void"],"organization_role": ["owner", "admin", "member", "billing"],"subscription_status": ["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"]
+            "billing_standing": ["good", "past_due", "suspended"],"credit_account_status": ["active", "suspended", "defaulted", "closed"],"credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"credit_statement_status": ["pending", "billed", "paid", "failed", "void"],"credit_transaction_status": ["pending", "completed", "failed", "cancelled"],"credit_transaction_type": ["charge", "payment", "adjustment", "refund", "fee", "limit_change", "status_change"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"file_status": ["uploading", "ready", "moving"],"invoice_status": ["draft", "open", "paid", "uncollectible", "void"],"organization_role": ["owner", "admin", "member", "billing"],"subscription_status": ["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"]
           }
         }
 } as const

@@ -8,7 +8,7 @@
 -- Cast: alice owns Acme, Gamma and Delta, bob is a member of Acme; erin owns Evil Corp; paula owns
 -- Premium Co, which billing (the service role) moves to premium.
 begin;
-select plan(90);
+select plan(91);
 
 select tests.create_user('alice@reservations.test');
 select tests.create_user('bob@reservations.test');
@@ -299,6 +299,8 @@ select results_eq(format($$ select pool_key, ok from private.verify_credit_ledge
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as_service_role();
 select public.change_plan(:'premium_id', 'premium');
+-- Overage goes on a credit account: Premium Co has one with room for 1000.00.
+select public.open_credit_account(:'premium_id', 100000, 'overage for the reservations test');
 
 select tests.authenticate_as('paula@reservations.test');
 select public.reserve_credits(:'premium_id', p_amounts => '{"ai": 20}') ->> 'reservation_id' as res9_id \gset
@@ -315,9 +317,11 @@ select is(:'commit10'::jsonb - 'transaction_id' - 'reservation_id',
   'committing 1600 ai on 20 held with 1450 more available charges them all and answers 130 as overage');
 select is(public.get_credit_balances(:'premium_id') -> 'ai', '{"available": 0, "reserved": 0, "total": 1500}'::jsonb,
   'the ai pool is empty, never below zero');
-select results_eq(format($$ select pool_key, amount, transaction_id::text, reservation_id, billed_at from public.credit_overages where organization_id = %L $$, :'premium_id'),
-  format($$ values ('ai', 130::bigint, %L, %L::uuid, null::timestamptz) $$, :'commit10'::jsonb ->> 'transaction_id', :'res10_id'),
-  'paula, the owner, reads one unbilled overage of 130 ai for that commit');
+select results_eq(format($$ select pool_key, amount, transaction_id::text, reservation_id, billed_at is not null from public.credit_overages where organization_id = %L $$, :'premium_id'),
+  format($$ values ('ai', 130::bigint, %L, %L::uuid, true) $$, :'commit10'::jsonb ->> 'transaction_id', :'res10_id'),
+  'paula, the owner, reads one overage of 130 ai for that commit, charged to the account');
+select is((select amount_owed from public.credit_accounts where organization_id = :'premium_id'), 260::bigint,
+  'at premium''s 2 cents an ai credit, the account owes 2.60');
 select tests.reset_role();
 select is((select -sum(amount) from public.credit_ledger where reservation_id = :'res10_id' and kind = 'consumption'), 1470::numeric,
   'the ledger charges only the 1470 credits that existed; the 130 beyond are overage');

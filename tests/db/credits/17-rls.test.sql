@@ -30,6 +30,8 @@ insert into public.organization_members (organization_id, user_id, role) values
 select tests.authenticate_as_service_role();
 select public.change_plan(:'acme_id', 'premium');
 select public.change_plan(:'evil_id', 'premium');
+select public.open_credit_account(:'acme_id', 100000, 'overage for the RLS test');
+select public.open_credit_account(:'evil_id', 100000, 'overage for the RLS test');
 select tests.authenticate_as('bob@rls-credits.test');
 select public.consume_credits_rpc(:'acme_id', 'ai_chat', 1, 'acme-key');
 select public.commit_reservation((public.reserve_credits(:'acme_id', p_amounts => '{"ai": 1}') ->> 'reservation_id')::uuid, '{"ai": 1600}');

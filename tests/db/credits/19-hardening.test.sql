@@ -1,6 +1,6 @@
 -- 19 Credits hardening (the security review of issue 6): an organization with unbilled overage
 -- cannot be deleted; a deleted organization's ledger and overage stay, detached from personal
--- data, until their retention ends; overage is capped per plan, pool and period; metadata is at
+-- data, until their retention ends; overage is capped by the credit line; metadata is at
 -- most 8 KB wherever it is accepted, with the same boundary on consume's inlined check.
 --
 -- Cast: paula owns Premium Co (premium) where bob is a plain member.
@@ -19,41 +19,48 @@ select public.change_plan(:'org_id', 'premium');
 select tests.reset_role();
 
 -- ---------------------------------------------------------------------------------------------
--- Overage is capped per plan, pool and period
+-- Overage is capped by the credit line
 -- ---------------------------------------------------------------------------------------------
-select is((select overage_cap from public.credit_plan_allocations where plan_key = 'premium' and pool_key = 'ai'), 1500::bigint,
-  'premium caps ai overage at 1500 per period');
-select is((select overage_cap from public.credit_plan_allocations where plan_key = 'starter' and pool_key = 'ai'), 0::bigint,
-  'starter allows none');
+select is((select allows_overage from public.credit_plan_allocations where plan_key = 'starter' and pool_key = 'ai'), false,
+  'starter allows no overage');
 
--- The exploit: a plain member turns a 1-credit hold into a huge overage.
+-- Without a credit account there is no overage at all.
 select tests.authenticate_as('bob@credits-hardening.test');
 select (public.reserve_credits(:'org_id', 'ai_chat') ->> 'reservation_id') as huge_id \gset
+select throws_ok(format($$ select public.commit_reservation(%L, '{"ai": 1501}') $$, :'huge_id'),
+  'P0001', 'overage_needs_credit_account', 'premium without a credit account: no overage');
+
+-- With a line of 30.00 (1500 ai credits at 2 cents), the exploit: a plain member turns a
+-- 1-credit hold into a huge overage.
+select tests.authenticate_as_service_role();
+select public.open_credit_account(:'org_id', 3000, 'hardening test: a line of 30.00');
+select tests.authenticate_as('bob@credits-hardening.test');
 select throws_ok(format($$ select public.commit_reservation(%L, '{"ai": 999999500}') $$, :'huge_id'),
-  'P0001', 'overage_cap_exceeded', 'committing 999,999,500 ai on a 1-credit hold is refused');
+  'P0001', 'credit_limit_exceeded', 'committing 999,999,500 ai on a 1-credit hold is refused');
 select is((select status::text from public.credit_reservations where id = :'huge_id'), 'active', 'the reservation is still active');
 select is((select count(*)::int from public.credit_overages where organization_id = :'org_id'), 0, 'no overage was recorded');
 select is((public.get_credit_balances(:'org_id') -> 'ai' ->> 'available')::int, 1499, 'and the balance is as before');
 
--- Up to the cap it goes through: the 1 held + the 1499 available + 1500 overage.
+-- Up to the line it goes through: the 1 held + the 1499 available + 1500 overage = 30.00.
 select is((public.commit_reservation(:'huge_id', '{"ai": 3000}') -> 'overage'), '{"ai": 1500}'::jsonb,
-  'a commit that lands exactly on the cap records 1500 overage');
+  'a commit that lands exactly on the credit line records 1500 overage');
 select tests.authenticate_as_service_role();
 select public.grant_credits(:'org_id', 'ai', 10);
 select tests.authenticate_as('bob@credits-hardening.test');
 select (public.reserve_credits(:'org_id', 'ai_chat') ->> 'reservation_id') as second_id \gset
 select throws_ok(format($$ select public.commit_reservation(%L, '{"ai": 11}') $$, :'second_id'),
-  'P0001', 'overage_cap_exceeded', 'one more overage credit in the same period is refused');
+  'P0001', 'credit_limit_exceeded', 'one more overage credit past the line is refused');
 select lives_ok(format($$ select public.commit_reservation(%L, '{"ai": 10}') $$, :'second_id'),
   'using only what is held and available still works');
 
--- A new period starts a new cap.
+-- A higher line makes room again.
 select tests.authenticate_as_service_role();
-select public.change_plan(:'org_id', 'premium', now() + interval '1 second');
+select public.set_credit_limit(:'org_id', 5000, 'hardening test: a higher line');
+select public.grant_credits(:'org_id', 'ai', 1);
 select tests.authenticate_as('bob@credits-hardening.test');
 select (public.reserve_credits(:'org_id', 'ai_chat') ->> 'reservation_id') as third_id \gset
-select is((public.commit_reservation(:'third_id', '{"ai": 1600}') -> 'overage'), '{"ai": 100}'::jsonb,
-  'in the next period overage is allowed again (1 held, 1499 available after the hold, 100 beyond)');
+select is((public.commit_reservation(:'third_id', '{"ai": 100}') -> 'overage'), '{"ai": 99}'::jsonb,
+  'with 20.00 more of credit, overage goes through again (1 held, 99 beyond)');
 select tests.reset_role();
 
 -- ---------------------------------------------------------------------------------------------
@@ -61,15 +68,16 @@ select tests.reset_role();
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('paula@credits-hardening.test');
 select throws_ok(format($$ delete from public.organizations where id = %L $$, :'org_id'),
-  'P0001', 'unsettled_balance', 'an organization with unbilled overage cannot be deleted');
+  'P0001', 'unsettled_balance', 'an organization that owes on its credit account cannot be deleted');
 select tests.reset_role();
 select is((select count(*)::int from public.organizations where id = :'org_id'), 1, 'it is still there');
 select cmp_ok((select count(*)::int from public.credit_ledger where organization_id = :'org_id' and actor_id is not null), '>', 0,
   'its ledger names who consumed');
 
-update public.credit_overages set billed_at = now() where organization_id = :'org_id';
+select private.post_credit_transaction(:'org_id', 'payment', amount_owed, 'Settled before deletion', 'operator')
+from public.credit_accounts where organization_id = :'org_id';
 select tests.authenticate_as('paula@credits-hardening.test');
-select lives_ok(format($$ delete from public.organizations where id = %L $$, :'org_id'), 'once billed, the owner deletes it');
+select lives_ok(format($$ delete from public.organizations where id = %L $$, :'org_id'), 'once settled, the owner deletes it');
 select tests.reset_role();
 select is((select count(*)::int from public.credit_overages where organization_id = :'org_id'), 2, 'its overage records stay');
 select cmp_ok((select count(*)::int from public.credit_ledger where organization_id = :'org_id'), '>', 10, 'its ledger stays');

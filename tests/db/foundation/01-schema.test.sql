@@ -51,8 +51,12 @@ select is_empty($$
       where k.conrelid = c.oid and k.contype = 'f' and k.confrelid = 'public.organizations'::regclass
         and k.conkey = array[a.attnum])
     -- Money records outlive their organization (see private.deleted_organizations): the credit
-    -- ledger and overage have no foreign key to it.
+    -- ledger and overage have no foreign key to it. A credit account's transactions and
+    -- statements reference their account, which references the organization.
     and c.relname not in ('credit_ledger', 'credit_overages')
+    and not (c.relname in ('credit_account_transactions', 'credit_statements') and exists (
+      select 1 from pg_constraint k where k.conrelid = c.oid and k.contype = 'f'
+        and k.confrelid = 'public.credit_accounts'::regclass and k.conkey = array[a.attnum]))
 $$, 'every organization_id column in public references organizations (money records aside)');
 
 select is_empty($$
@@ -238,9 +242,11 @@ $$, array['create_organization', 'invite_member', 'accept_invitation', 'update_m
           'consume_credits_rpc', 'consume_credits_batch', 'reserve_credits', 'commit_reservation', 'release_reservation',
           'grant_credits', 'refund_credits', 'set_credit_low_threshold', 'get_credit_balances', 'get_credit_usage',
           'file_store_for', 'get_file_usage',
+          'open_credit_account', 'set_credit_limit', 'set_credit_account_status', 'update_credit_account_settings',
+          'post_credit_account_transaction', 'list_credit_account_transactions',
           -- PostgREST's pre-request check, run for every request
           'check_request'],
-  'authenticated can execute exactly the tenancy, credits and files RPCs in public (not change_plan)');
+  'authenticated can execute exactly the tenancy, credits, files and credit account RPCs in public (not change_plan)');
 
 select set_eq($$
   select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
@@ -259,7 +265,10 @@ $$, array['member_organization_ids', 'organization_ids_with_role', 'co_member_us
           'check_session',
           -- the checks the billing functions run as the caller
           'require_billing_manager', 'check_billing_return_url', 'billing_account_of', 'billing_checkout_target',
-          'billing_customer_of'],
+          'billing_customer_of',
+          -- the credit account RPCs' bodies
+          'open_credit_account', 'set_credit_limit', 'set_credit_account_status', 'update_credit_account_settings',
+          'post_credit_account_transaction'],
   'authenticated can execute exactly the policy helpers, caller checks, rules and RPC internals in private, nothing else');
 
 select is_empty($$

@@ -5,8 +5,14 @@
 import type { SupabaseClient } from '@supabase/supabase-js';
 import type { Database } from '../database.types.ts';
 import { invoke, run } from '../request.ts';
+import { BackendError } from '../errors.ts';
 import type {
   BillingStatus,
+  CreditAccount,
+  CreditAccountDetails,
+  CreditStatement,
+  CreditTransactionFilters,
+  CreditTransactionPage,
   CheckoutInput,
   CheckoutSession,
   CreditPack,
@@ -74,6 +80,59 @@ export class Billing {
   async paymentMethods(organizationId: string): Promise<PaymentMethod[]> {
     return run(this.#supabase.from('payment_methods').select('*').eq('organization_id', organizationId)
       .order('is_default', { ascending: false }).order('created_at'));
+  }
+
+  /**
+   * The organization's credit account with its latest transactions (owners, billing members), or
+   * null when it has none.
+   */
+  async creditAccount(organizationId: string, options: { recent?: number } = {}): Promise<CreditAccountDetails | null> {
+    const account = await run(this.#supabase.from('credit_accounts').select('*').eq('organization_id', organizationId).maybeSingle());
+    if (!account) return null;
+    const { transactions } = await this.creditTransactions(organizationId, { limit: options.recent ?? 10 });
+    return { account, recent: transactions };
+  }
+
+  /**
+   * Sets the account's payment method (one of the saved ones: see `setupIntent` and
+   * `paymentMethods`) and billing contact; omitted fields stay. Owners and billing members.
+   */
+  async updateCreditAccount(organizationId: string, settings: { paymentMethodId?: string; billingEmail?: string; billingName?: string }): Promise<CreditAccount> {
+    return run(this.#supabase.rpc('update_credit_account_settings', {
+      p_organization_id: organizationId,
+      ...(settings.paymentMethodId !== undefined ? { p_payment_method: settings.paymentMethodId } : {}),
+      ...(settings.billingEmail !== undefined ? { p_billing_email: settings.billingEmail } : {}),
+      ...(settings.billingName !== undefined ? { p_billing_name: settings.billingName } : {}),
+    }));
+  }
+
+  /** The account's history, newest first, filtered, a page at a time (keyset: pass `next` as `after`). */
+  async creditTransactions(organizationId: string, filters: CreditTransactionFilters = {}): Promise<CreditTransactionPage> {
+    const limit = filters.limit ?? 50;
+    let after: { createdAt: string; id: string } | null = null;
+    if (filters.after) {
+      const [createdAt, id] = filters.after.split('|');
+      if (!createdAt || !id) throw new BackendError('invalid_input', 'after is the `next` cursor of a previous page.');
+      after = { createdAt, id };
+    }
+    const rows = await run(this.#supabase.rpc('list_credit_account_transactions', {
+      p_organization_id: organizationId,
+      ...(filters.types ? { p_types: filters.types } : {}),
+      ...(filters.statuses ? { p_statuses: filters.statuses } : {}),
+      ...(filters.from ? { p_from: filters.from } : {}),
+      ...(filters.to ? { p_to: filters.to } : {}),
+      ...(filters.sourceType ? { p_source_type: filters.sourceType } : {}),
+      ...(after ? { p_after_created_at: after.createdAt, p_after_id: after.id } : {}),
+      p_limit: limit,
+    }));
+    const last = rows.at(-1);
+    return { transactions: rows, next: rows.length === limit && last ? `${last.created_at}|${last.id}` : null };
+  }
+
+  /** The account's statements, newest first. */
+  async creditStatements(organizationId: string): Promise<CreditStatement[]> {
+    return run(this.#supabase.from('credit_statements').select('*').eq('organization_id', organizationId)
+      .order('period_end', { ascending: false }));
   }
 
   /** The organization's billing account, its newest subscription and its standing. */

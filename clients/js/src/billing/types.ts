@@ -38,3 +38,38 @@ export interface BillingStatus {
   subscription: Subscription | null;
   standing: BillingStanding;
 }
+
+/** A row of public.credit_accounts: the line of credit, what is owed, its terms and status. */
+export type CreditAccount = Tables<'credit_accounts'>;
+export type CreditAccountStatus = Database['public']['Enums']['credit_account_status'];
+/** A row of public.credit_account_transactions. */
+export type CreditTransaction = Tables<'credit_account_transactions'>;
+export type CreditTransactionType = Database['public']['Enums']['credit_transaction_type'];
+export type CreditTransactionStatus = Database['public']['Enums']['credit_transaction_status'];
+/** A row of public.credit_statements. */
+export type CreditStatement = Tables<'credit_statements'>;
+
+/** The credit account and its latest transactions. */
+export interface CreditAccountDetails {
+  account: CreditAccount;
+  recent: CreditTransaction[];
+}
+
+export interface CreditTransactionFilters {
+  types?: CreditTransactionType[];
+  statuses?: CreditTransactionStatus[];
+  /** From this time (inclusive) to `to` (exclusive). */
+  from?: string;
+  to?: string;
+  sourceType?: string;
+  /** 1 to 200 (default 50). */
+  limit?: number;
+  /** The cursor of the previous page (its `next`). */
+  after?: string | null;
+}
+
+export interface CreditTransactionPage {
+  transactions: CreditTransaction[];
+  /** Pass as `after` for the next page; null on the last one. */
+  next: string | null;
+}

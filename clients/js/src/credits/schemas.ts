@@ -19,6 +19,8 @@ export const consumeSuccessSchema = z.object({
   remaining: amountsSchema,
   /** Set when this is a retry with an idempotency key already used: nothing was charged again. */
   idempotent_replay: replaySchema,
+  /** Credits beyond the balance, charged to the organization's credit account (plans that allow overage). */
+  overage: amountsSchema.optional(),
   dry_run: z.undefined().optional(),
 });
 
@@ -28,6 +30,8 @@ export const dryRunSchema = z.object({
   would_consume: amountsSchema,
   /** What would be left after one unit. */
   remaining: amountsSchema,
+  /** What would go beyond the balance, onto the credit account. */
+  overage: amountsSchema.optional(),
   idempotent_replay: replaySchema,
 });
 
