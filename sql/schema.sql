@@ -69,6 +69,26 @@ COMMENT ON TYPE private.email_status IS 'queued (due at next_attempt_at), sendin
 
 
 --
+-- Name: erasure_strategy; Type: TYPE; Schema: private; Owner: -
+--
+
+CREATE TYPE private.erasure_strategy AS ENUM (
+    'delete_row',
+    'set_null',
+    'pseudonymize',
+    'hash',
+    'keep'
+);
+
+
+--
+-- Name: TYPE erasure_strategy; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TYPE private.erasure_strategy IS 'What erasure does to a column in the rows about a person: delete_row (the whole row goes), set_null, pseudonymize (a uuid becomes the erasure''s pseudonym, JSON and text arrays become empty, text erased-<pseudonym>), hash (private.personal_data_hash: still matchable, no longer readable), keep (for the legal reason given).';
+
+
+--
 -- Name: job_kind; Type: TYPE; Schema: private; Owner: -
 --
 
@@ -102,6 +122,34 @@ CREATE TYPE private.job_outcome AS ENUM (
 --
 
 COMMENT ON TYPE private.job_outcome IS 'How a run ended; skipped: the previous run of the job was still going.';
+
+
+--
+-- Name: personal_data_category; Type: TYPE; Schema: private; Owner: -
+--
+
+CREATE TYPE private.personal_data_category AS ENUM (
+    'contact_email',
+    'name',
+    'phone',
+    'address',
+    'ip_address',
+    'user_agent',
+    'free_text',
+    'file',
+    'payment_detail',
+    'identifier',
+    'preference',
+    'metadata',
+    'credential'
+);
+
+
+--
+-- Name: TYPE personal_data_category; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TYPE private.personal_data_category IS 'What kind of personal data a column holds: contact_email, name, phone, address, ip_address, user_agent, free_text (typed by people), file (stored files and their names), payment_detail (cards, Stripe customers and payments), identifier (a user id or an id that leads to a person elsewhere), preference (choices, consent), metadata (JSON documents that may carry any of these), credential (password hashes).';
 
 
 --
@@ -282,6 +330,45 @@ COMMENT ON TYPE public.credit_transaction_type IS 'charge and fee raise what is 
 
 
 --
+-- Name: data_subject_request_kind; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.data_subject_request_kind AS ENUM (
+    'access',
+    'portability',
+    'erasure',
+    'rectification'
+);
+
+
+--
+-- Name: TYPE data_subject_request_kind; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.data_subject_request_kind IS 'What the person asks for (GDPR articles 15, 20, 17, 16).';
+
+
+--
+-- Name: data_subject_request_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.data_subject_request_status AS ENUM (
+    'received',
+    'verifying',
+    'in_progress',
+    'completed',
+    'rejected'
+);
+
+
+--
+-- Name: TYPE data_subject_request_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.data_subject_request_status IS 'received, verifying (who is asking), in_progress, completed, rejected.';
+
+
+--
 -- Name: email_category; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -357,6 +444,28 @@ CREATE TYPE public.organization_role AS ENUM (
 --
 
 COMMENT ON TYPE public.organization_role IS 'owner: everything, including billing and owners; admin: members and settings; member: the organization''s data; billing: invoices and payment methods.';
+
+
+--
+-- Name: purge_status; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.purge_status AS ENUM (
+    'requested',
+    'scheduled',
+    'export_ready',
+    'acknowledged',
+    'executing',
+    'completed',
+    'cancelled'
+);
+
+
+--
+-- Name: TYPE purge_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.purge_status IS 'requested, scheduled (to run after the grace period), export_ready (the export was offered), acknowledged (an owner saw it), executing, completed, cancelled.';
 
 
 --
@@ -457,6 +566,231 @@ $_$;
 --
 
 COMMENT ON FUNCTION private.accept_invitation(p_token text) IS 'Accepts an invitation for the current user.';
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: purge_operations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.purge_operations (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid NOT NULL,
+    organization_name text NOT NULL,
+    status public.purge_status DEFAULT 'requested'::public.purge_status NOT NULL,
+    reason text NOT NULL,
+    forced boolean DEFAULT false NOT NULL,
+    requested_by uuid,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    scheduled_for timestamp with time zone,
+    export_id uuid,
+    acknowledged_by uuid,
+    acknowledged_at timestamp with time zone,
+    started_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    cancelled_by uuid,
+    cancelled_at timestamp with time zone,
+    cancel_reason text,
+    owner_emails text[] DEFAULT '{}'::text[] NOT NULL,
+    progress jsonb DEFAULT '{}'::jsonb NOT NULL,
+    status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT purge_operations_cancel_reason_check CHECK ((char_length(cancel_reason) <= 500)),
+    CONSTRAINT purge_operations_reason_check CHECK (((char_length(reason) >= 1) AND (char_length(reason) <= 500)))
+);
+
+
+--
+-- Name: TABLE purge_operations; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.purge_operations IS 'Purges of organizations (inactivity or by request): each step, who moved it and when.';
+
+
+--
+-- Name: COLUMN purge_operations.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.id IS 'The purge.';
+
+
+--
+-- Name: COLUMN purge_operations.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.organization_id IS 'The organization (no foreign key: the purge outlives it).';
+
+
+--
+-- Name: COLUMN purge_operations.organization_name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.organization_name IS 'Its name when the purge was requested (for the mails and the record).';
+
+
+--
+-- Name: COLUMN purge_operations.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.status IS 'requested, scheduled, export_ready, acknowledged, executing, completed, cancelled.';
+
+
+--
+-- Name: COLUMN purge_operations.reason; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.reason IS 'Why (inactivity, the owners'' request, an operator''s).';
+
+
+--
+-- Name: COLUMN purge_operations.forced; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.forced IS 'An operator forced it past the grace period.';
+
+
+--
+-- Name: COLUMN purge_operations.requested_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.requested_by IS 'Who requested it (null: the inactivity policy).';
+
+
+--
+-- Name: COLUMN purge_operations.requested_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.requested_at IS 'When.';
+
+
+--
+-- Name: COLUMN purge_operations.scheduled_for; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.scheduled_for IS 'When it runs (after the grace period).';
+
+
+--
+-- Name: COLUMN purge_operations.export_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.export_id IS 'The export of the organization offered before it.';
+
+
+--
+-- Name: COLUMN purge_operations.acknowledged_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.acknowledged_by IS 'The owner who acknowledged the export.';
+
+
+--
+-- Name: COLUMN purge_operations.acknowledged_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.acknowledged_at IS 'When.';
+
+
+--
+-- Name: COLUMN purge_operations.started_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.started_at IS 'When execution began.';
+
+
+--
+-- Name: COLUMN purge_operations.completed_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.completed_at IS 'When it finished.';
+
+
+--
+-- Name: COLUMN purge_operations.cancelled_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.cancelled_by IS 'Who cancelled it (null: new activity).';
+
+
+--
+-- Name: COLUMN purge_operations.cancelled_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.cancelled_at IS 'When.';
+
+
+--
+-- Name: COLUMN purge_operations.cancel_reason; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.cancel_reason IS 'Why.';
+
+
+--
+-- Name: COLUMN purge_operations.owner_emails; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.owner_emails IS 'Where the completion mail goes (the owners when it began).';
+
+
+--
+-- Name: COLUMN purge_operations.progress; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.progress IS 'What execution has done: per table the rows deleted, files removed.';
+
+
+--
+-- Name: COLUMN purge_operations.status_changed_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.status_changed_at IS 'When its status last changed.';
+
+
+--
+-- Name: COLUMN purge_operations.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.created_at IS 'When the row was made.';
+
+
+--
+-- Name: COLUMN purge_operations.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.purge_operations.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: acknowledge_organization_purge(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.acknowledge_organization_purge(p_purge_id uuid) RETURNS public.purge_operations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations;
+begin
+  select * into v_purge from public.purge_operations where id = p_purge_id for update;
+  if v_purge.id is null then
+    perform private.raise('purge_not_found', 'No purge operation has this id.');
+  end if;
+  perform private.require_member(v_purge.organization_id, '{owner}', 'Only owners acknowledge the export.');
+  return private.move_purge(p_purge_id, 'acknowledged', '{}'::jsonb, now());
+end
+$$;
+
+
+--
+-- Name: FUNCTION acknowledge_organization_purge(p_purge_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.acknowledge_organization_purge(p_purge_id uuid) IS 'The body of acknowledge_organization_purge.';
 
 
 --
@@ -609,6 +943,188 @@ $$;
 --
 
 COMMENT ON FUNCTION private.advance_credit_dunning(p_now timestamp with time zone) IS 'Credit accounts through time: reminders before the due date, overdue notices after it, suspension and default; returns how many steps it took.';
+
+
+--
+-- Name: data_subject_requests; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.data_subject_requests (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    kind public.data_subject_request_kind NOT NULL,
+    status public.data_subject_request_status DEFAULT 'received'::public.data_subject_request_status NOT NULL,
+    subject_user_id uuid,
+    subject_email text,
+    organization_id uuid,
+    filed_by uuid,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    warned_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    rejection_reason text,
+    export_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT data_subject_requests_details_check CHECK ((jsonb_typeof(details) = 'object'::text)),
+    CONSTRAINT data_subject_requests_rejection_reason_check CHECK ((char_length(rejection_reason) <= 500)),
+    CONSTRAINT data_subject_requests_subject_email_check CHECK ((char_length(subject_email) <= 320))
+);
+
+
+--
+-- Name: TABLE data_subject_requests; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.data_subject_requests IS 'GDPR requests of a person: access, portability, erasure, rectification, with their legal deadline.';
+
+
+--
+-- Name: COLUMN data_subject_requests.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.id IS 'The request.';
+
+
+--
+-- Name: COLUMN data_subject_requests.kind; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.kind IS 'access, portability, erasure or rectification.';
+
+
+--
+-- Name: COLUMN data_subject_requests.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.status IS 'received, verifying, in_progress, completed or rejected (transitions enforced).';
+
+
+--
+-- Name: COLUMN data_subject_requests.subject_user_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.subject_user_id IS 'The person, when they are a user.';
+
+
+--
+-- Name: COLUMN data_subject_requests.subject_email; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.subject_email IS 'The person''s email (for someone an organization holds data about who is not a user).';
+
+
+--
+-- Name: COLUMN data_subject_requests.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.organization_id IS 'The organization that filed it about a person it holds data about (null: the user filed it).';
+
+
+--
+-- Name: COLUMN data_subject_requests.filed_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.filed_by IS 'Who filed it.';
+
+
+--
+-- Name: COLUMN data_subject_requests.details; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.details IS 'What the request says: for rectification the fields and values; for erasure what happens to organizations the subject alone owns ({"organizations": {"<id>": "close" | "transfer:<user id>"}}).';
+
+
+--
+-- Name: COLUMN data_subject_requests.received_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.received_at IS 'When it was received.';
+
+
+--
+-- Name: COLUMN data_subject_requests.due_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.due_at IS 'The legal deadline (received_at + gdpr_request_deadline).';
+
+
+--
+-- Name: COLUMN data_subject_requests.warned_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.warned_at IS 'When operators were warned the deadline is near.';
+
+
+--
+-- Name: COLUMN data_subject_requests.completed_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.completed_at IS 'When it was completed or rejected.';
+
+
+--
+-- Name: COLUMN data_subject_requests.rejection_reason; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.rejection_reason IS 'Why it was rejected.';
+
+
+--
+-- Name: COLUMN data_subject_requests.export_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.export_id IS 'The export that answers an access or portability request.';
+
+
+--
+-- Name: COLUMN data_subject_requests.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.created_at IS 'When the row was made.';
+
+
+--
+-- Name: COLUMN data_subject_requests.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.data_subject_requests.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: advance_data_subject_request(uuid, text, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) RETURNS public.data_subject_requests
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_request public.data_subject_requests;
+begin
+  perform private.require_operator();
+  if p_status is null or p_status not in ('verifying', 'in_progress', 'completed', 'rejected') then
+    perform private.raise('invalid_request_transition', 'The next status is verifying, in_progress, completed or rejected.');
+  end if;
+  update public.data_subject_requests set status = p_status::public.data_subject_request_status,
+    rejection_reason = case when p_status = 'rejected' then private.check_reason(p_reason) else rejection_reason end
+  where id = p_request_id
+  returning * into v_request;
+  if v_request.id is null then
+    perform private.raise('request_not_found', 'No data-subject request has this id.');
+  end if;
+  perform private.audit_action(v_request.organization_id, 'request_' || p_status, 'public.data_subject_requests', v_request.id::text,
+    jsonb_build_object('reason', p_reason));
+  return v_request;
+end
+$$;
+
+
+--
+-- Name: FUNCTION advance_data_subject_request(p_request_id uuid, p_status text, p_reason text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) IS 'The body of advance_data_subject_request.';
 
 
 --
@@ -887,6 +1403,252 @@ COMMENT ON FUNCTION private.attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid
 
 
 --
+-- Name: audit_action(uuid, text, text, text, jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.audit_action(p_organization_id uuid, p_action text, p_table text DEFAULT NULL::text, p_row_id text DEFAULT NULL::text, p_details jsonb DEFAULT '{}'::jsonb) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_ctx record;
+  v_id bigint;
+begin
+  if p_action is null or p_action !~ '^[a-z_]{1,50}$' then
+    perform private.raise('invalid_input', 'An audit action is 1 to 50 lower-case letters and underscores.');
+  end if;
+  if p_details is not null and jsonb_typeof(p_details) <> 'object' then
+    perform private.raise('invalid_input', 'Audit details are a JSON object.');
+  end if;
+  v_ctx := private.audit_context();
+  insert into public.audit_log (organization_id, table_name, row_id, action, actor_id, actor_kind, changes, ip_address, user_agent, request_id)
+  values (p_organization_id, p_table, left(p_row_id, 1000), p_action, v_ctx.actor_id, v_ctx.actor_kind, coalesce(p_details, '{}'::jsonb),
+          v_ctx.ip_address, v_ctx.user_agent, v_ctx.request_id)
+  returning id into v_id;
+  return v_id;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION audit_action(p_organization_id uuid, p_action text, p_table text, p_row_id text, p_details jsonb); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.audit_action(p_organization_id uuid, p_action text, p_table text, p_row_id text, p_details jsonb) IS 'Records a domain action (exported, consent_given, erased, purge_scheduled, ...) in the audit log, with its details in changes; returns the entry''s id.';
+
+
+--
+-- Name: audit_context(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.audit_context(OUT actor_id uuid, OUT actor_kind text, OUT ip_address inet, OUT user_agent text, OUT request_id text) RETURNS record
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_role text := current_setting('role', true);
+  v_claims jsonb;
+  v_headers jsonb;
+  v_text text;
+  v_sub text;
+begin
+  v_text := current_setting('request.jwt.claims', true);
+  if v_text like '{%' then
+    v_claims := v_text::jsonb;
+  end if;
+  v_text := current_setting('request.headers', true);
+  if v_text like '{%' then
+    v_headers := v_text::jsonb;
+  end if;
+  if v_role is null or v_role not in ('anon', 'authenticated', 'service_role') then
+    v_role := v_claims ->> 'role';
+  end if;
+  v_sub := v_claims ->> 'sub';
+  if v_sub !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    v_sub := null;
+  end if;
+
+  actor_kind := nullif(current_setting('app.actor_kind', true), '');
+  if actor_kind in ('user', 'service_role', 'platform_admin', 'api_key', 'job', 'system')
+     and v_role is distinct from 'anon' and v_role is distinct from 'authenticated' then
+    v_text := current_setting('app.actor_id', true);
+    actor_id := case when v_text ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then v_text::uuid
+                     else v_sub::uuid end;
+  else
+    actor_id := v_sub::uuid;
+    actor_kind := case
+      when v_role = 'service_role' then 'service_role'
+      when v_role = 'authenticated' then
+        case when coalesce(v_claims -> 'app_metadata' -> 'platform_admin' = 'true'::jsonb, false)
+               or exists (select 1 from private.platform_admins a where a.user_id = v_sub::uuid)
+             then 'platform_admin' else 'user' end
+      when v_role = 'anon' then 'user'
+      else 'system'
+    end;
+  end if;
+
+  if v_headers is not null then
+    ip_address := coalesce(private.parse_ip_address(split_part(v_headers ->> 'x-forwarded-for', ',', 1)),
+                           private.parse_ip_address(v_headers ->> 'x-real-ip'));
+    user_agent := left(v_headers ->> 'user-agent', 500);
+    request_id := left(v_headers ->> 'x-request-id', 200);
+  end if;
+  request_id := coalesce(request_id, left(nullif(current_setting('app.request_id', true), ''), 200));
+end
+$_$;
+
+
+--
+-- Name: FUNCTION audit_context(OUT actor_id uuid, OUT actor_kind text, OUT ip_address inet, OUT user_agent text, OUT request_id text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.audit_context(OUT actor_id uuid, OUT actor_kind text, OUT ip_address inet, OUT user_agent text, OUT request_id text) IS 'The current actor (id and kind: app.actor_kind, else the JWT claims, else system) and the request''s IP address, user agent and id, as the audit log records them.';
+
+
+--
+-- Name: audit_partition_name(timestamp without time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.audit_partition_name(p_month timestamp without time zone) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select 'audit_log_y' || to_char(p_month, 'YYYY') || 'm' || to_char(p_month, 'MM')
+$$;
+
+
+--
+-- Name: FUNCTION audit_partition_name(p_month timestamp without time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.audit_partition_name(p_month timestamp without time zone) IS 'The name of the audit log''s partition of a month (UTC): audit_log_yYYYYmMM.';
+
+
+--
+-- Name: audit_row(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.audit_row() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_pk text[] := coalesce(tg_argv[0], '{}')::text[];
+  v_excluded text[] := coalesce(tg_argv[1], '{}')::text[];
+  v_included text[] := coalesce(tg_argv[2], '{}')::text[];
+  v_table text := tg_table_schema || '.' || tg_table_name;
+  v_role text := current_setting('role', true);
+  v_old jsonb;
+  v_row jsonb;
+  v_changes jsonb;
+  v_row_id text;
+  v_column text;
+  v_claims jsonb;
+  v_headers jsonb;
+  v_text text;
+  v_sub text;
+  v_actor_id uuid;
+  v_actor_kind text;
+  v_ip_address inet;
+  v_user_agent text;
+  v_request_id text;
+begin
+  if current_setting('private.permit_audit_skip', true) = 'on' and v_role is distinct from 'anon' and v_role is distinct from 'authenticated' then
+    return null;
+  end if;
+  if tg_op = 'INSERT' then
+    v_row := to_jsonb(new);
+    select coalesce(jsonb_object_agg(e.key, jsonb_build_object('new', e.value)), '{}'::jsonb) into v_changes
+    from jsonb_each(v_row) e
+    where e.value <> 'null'::jsonb
+      and (e.key !~ '(^|_)(token|hash|secret|password|key|signature)s?($|_)' or e.key = any (v_included))
+      and e.key <> all (v_excluded);
+  elsif tg_op = 'UPDATE' then
+    v_old := to_jsonb(old);
+    v_row := to_jsonb(new);
+    select coalesce(jsonb_object_agg(e.key, jsonb_build_object('old', v_old -> e.key, 'new', e.value)), '{}'::jsonb) into v_changes
+    from jsonb_each(v_row) e
+    where e.value is distinct from v_old -> e.key
+      and e.key <> 'updated_at'
+      and (e.key !~ '(^|_)(token|hash|secret|password|key|signature)s?($|_)' or e.key = any (v_included))
+      and e.key <> all (v_excluded);
+    if v_changes = '{}'::jsonb then
+      -- Only updated_at, secrets or excluded columns changed (or nothing): nothing to tell.
+      return null;
+    end if;
+  else
+    v_row := to_jsonb(old);
+    select coalesce(jsonb_object_agg(e.key, jsonb_build_object('old', e.value)), '{}'::jsonb) into v_changes
+    from jsonb_each(v_row) e
+    where e.value <> 'null'::jsonb
+      and (e.key !~ '(^|_)(token|hash|secret|password|key|signature)s?($|_)' or e.key = any (v_included))
+      and e.key <> all (v_excluded);
+  end if;
+
+  v_row_id := v_row ->> 'id';
+  if v_row_id is null then
+    foreach v_column in array v_pk loop
+      v_row_id := concat_ws(',', v_row_id, v_row ->> v_column);
+    end loop;
+  end if;
+
+  -- The actor and the request: the same steps as private.audit_context.
+  v_text := current_setting('request.jwt.claims', true);
+  if v_text like '{%' then
+    v_claims := v_text::jsonb;
+  end if;
+  if v_role is null or v_role not in ('anon', 'authenticated', 'service_role') then
+    v_role := v_claims ->> 'role';
+  end if;
+  v_sub := v_claims ->> 'sub';
+  if v_sub !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    v_sub := null;
+  end if;
+  v_actor_kind := nullif(current_setting('app.actor_kind', true), '');
+  if v_actor_kind in ('user', 'service_role', 'platform_admin', 'api_key', 'job', 'system')
+     and v_role is distinct from 'anon' and v_role is distinct from 'authenticated' then
+    v_text := current_setting('app.actor_id', true);
+    v_actor_id := case when v_text ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then v_text::uuid
+                       else v_sub::uuid end;
+  else
+    v_actor_id := v_sub::uuid;
+    v_actor_kind := case
+      when v_role = 'service_role' then 'service_role'
+      when v_role = 'authenticated' then
+        case when coalesce(v_claims -> 'app_metadata' -> 'platform_admin' = 'true'::jsonb, false)
+               or exists (select 1 from private.platform_admins a where a.user_id = v_sub::uuid)
+             then 'platform_admin' else 'user' end
+      when v_role = 'anon' then 'user'
+      else 'system'
+    end;
+  end if;
+  v_text := current_setting('request.headers', true);
+  if v_text like '{%' then
+    v_headers := v_text::jsonb;
+    v_ip_address := coalesce(private.parse_ip_address(split_part(v_headers ->> 'x-forwarded-for', ',', 1)),
+                             private.parse_ip_address(v_headers ->> 'x-real-ip'));
+    v_user_agent := left(v_headers ->> 'user-agent', 500);
+    v_request_id := left(v_headers ->> 'x-request-id', 200);
+  end if;
+  v_request_id := coalesce(v_request_id, left(nullif(current_setting('app.request_id', true), ''), 200));
+
+  insert into public.audit_log (organization_id, table_name, row_id, action, actor_id, actor_kind, changes, ip_address, user_agent, request_id)
+  values (
+    case when v_table = 'public.organizations' then (v_row ->> 'id')::uuid else (v_row ->> 'organization_id')::uuid end,
+    v_table, left(v_row_id, 1000), lower(tg_op), v_actor_id, v_actor_kind, v_changes, v_ip_address, v_user_agent, v_request_id);
+  return null;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION audit_row(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.audit_row() IS 'Trigger (after insert, update or delete, for each row; attach with private.enable_audit): records the change in public.audit_log, changed fields only, never secrets.';
+
+
+--
 -- Name: authorize(uuid, public.organization_role[]); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -918,10 +1680,6 @@ $$;
 
 COMMENT ON FUNCTION private.authorize(p_organization_id uuid, p_roles public.organization_role[]) IS 'Raises unless the caller is the service role or a member of the organization (with one of p_roles); returns the role.';
 
-
-SET default_tablespace = '';
-
-SET default_table_access_method = heap;
 
 --
 -- Name: files; Type: TABLE; Schema: public; Owner: -
@@ -1312,6 +2070,37 @@ COMMENT ON FUNCTION private.caller_role() IS 'The caller''s role: the switched A
 
 
 --
+-- Name: cancel_organization_purge(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.cancel_organization_purge(p_purge_id uuid, p_reason text) RETURNS public.purge_operations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations;
+  v_reason text := private.check_reason(p_reason);
+begin
+  select * into v_purge from public.purge_operations where id = p_purge_id for update;
+  if v_purge.id is null then
+    perform private.raise('purge_not_found', 'No purge operation has this id.');
+  end if;
+  if not (private.caller_role() = 'service_role' or private.is_platform_admin()) then
+    perform private.require_member(v_purge.organization_id, '{owner}', 'Only owners cancel their organization''s purge.');
+  end if;
+  return private.move_purge(p_purge_id, 'cancelled', jsonb_build_object('reason', v_reason), now());
+end
+$$;
+
+
+--
+-- Name: FUNCTION cancel_organization_purge(p_purge_id uuid, p_reason text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.cancel_organization_purge(p_purge_id uuid, p_reason text) IS 'The body of cancel_organization_purge.';
+
+
+--
 -- Name: change_plan(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1431,6 +2220,76 @@ COMMENT ON FUNCTION private.check_idempotency_key(p_key text) IS 'Validates an i
 
 
 --
+-- Name: check_inactivity(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_inactivity(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_tracker record;
+  v_policy public.inactivity_policies;
+  v_purge public.purge_operations;
+  v_recipient text;
+  v_count integer := 0;
+begin
+  -- Activity since the trackers last looked: recorded events, consumption, sign-ins.
+  with recent as (
+    select organization_id, max(occurred_at) as at from private.activity_events where occurred_at <= p_now group by organization_id
+    union all
+    select l.organization_id, max(l.created_at) from public.credit_ledger l
+    join public.inactivity_trackers t on t.organization_id = l.organization_id
+    where l.kind = 'consumption' and l.created_at > t.last_activity_at and l.created_at <= p_now group by l.organization_id
+    union all
+    select m.organization_id, max(u.last_sign_in_at) from public.organization_members m join auth.users u on u.id = m.user_id
+    where u.last_sign_in_at <= p_now group by m.organization_id
+  ), latest as (select organization_id, max(at) as at from recent group by organization_id)
+  update public.inactivity_trackers t set last_activity_at = latest.at, updated_at = p_now
+  from latest where latest.organization_id = t.organization_id and latest.at > t.last_activity_at;
+  delete from private.activity_events where occurred_at <= p_now;
+
+  for v_tracker in select t.*, o.name from public.inactivity_trackers t join public.organizations o on o.id = t.organization_id
+                   for update of t skip locked loop
+    v_policy := private.inactivity_policy_of(v_tracker.organization_id);
+    select * into v_purge from public.purge_operations
+    where organization_id = v_tracker.organization_id and status in ('requested', 'scheduled', 'export_ready', 'acknowledged');
+    -- Used again after the purge was requested: cancelled.
+    if v_purge.id is not null and v_purge.requested_by is null and v_tracker.last_activity_at > v_purge.requested_at then
+      perform private.move_purge(v_purge.id, 'cancelled', jsonb_build_object('reason', 'The organization was used again'), p_now);
+      v_count := v_count + 1;
+    elsif v_purge.id is null and v_tracker.state = 'warned' and v_tracker.last_activity_at > v_tracker.warned_at then
+      update public.inactivity_trackers set state = 'active', warnings_sent = 0, warned_at = null where organization_id = v_tracker.organization_id;
+    elsif v_purge.id is null and v_tracker.last_activity_at <= p_now - v_policy.purge_after and v_tracker.state = 'warned' then
+      perform private.start_purge(v_tracker.organization_id, format('Inactive since %s', to_char(v_tracker.last_activity_at, 'YYYY-MM-DD')), p_now);
+      v_count := v_count + 1;
+    elsif v_purge.id is null and v_tracker.last_activity_at <= p_now - v_policy.warn_after and v_tracker.state = 'active' then
+      update public.inactivity_trackers set state = 'warned', warnings_sent = warnings_sent + 1, warned_at = p_now
+      where organization_id = v_tracker.organization_id;
+      for v_recipient in select email from private.member_emails(v_tracker.organization_id, '{owner}') loop
+        perform private.enqueue_email('inactivity_warning', v_recipient, jsonb_build_object(
+          'organizationName', v_tracker.name, 'lastActiveAt', v_tracker.last_activity_at,
+          'purgeScheduledAt', v_tracker.last_activity_at + v_policy.purge_after, 'signInUrl', private.site_url()),
+          format('inactivity:%s:%s:%s', v_tracker.organization_id, v_tracker.warnings_sent + 1, v_recipient), v_tracker.organization_id);
+      end loop;
+      perform private.audit_action(v_tracker.organization_id, 'inactivity_warned', 'public.inactivity_trackers', v_tracker.organization_id::text,
+        jsonb_build_object('last_activity_at', v_tracker.last_activity_at));
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION check_inactivity(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.check_inactivity(p_now timestamp with time zone) IS 'The daily inactivity check: activity folded in, warnings, scheduled purges, cancellations; returns how many steps.';
+
+
+--
 -- Name: check_metadata(jsonb); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1524,6 +2383,170 @@ $$;
 --
 
 COMMENT ON FUNCTION private.check_session() IS 'Raises session_ended unless the signed-in caller''s user exists (not banned) and their token''s session is live.';
+
+
+--
+-- Name: data_exports; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.data_exports (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    scope text NOT NULL,
+    request_id uuid,
+    organization_id uuid,
+    subject_user_id uuid,
+    subject_email text,
+    status text DEFAULT 'pending'::text NOT NULL,
+    store text DEFAULT 'private'::text NOT NULL,
+    object_name text,
+    manifest jsonb,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    link_expires_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    ready_at timestamp with time zone,
+    CONSTRAINT data_exports_check CHECK (((scope <> 'subject'::text) OR (subject_user_id IS NOT NULL) OR (subject_email IS NOT NULL))),
+    CONSTRAINT data_exports_check1 CHECK (((scope <> 'organization'::text) OR (organization_id IS NOT NULL))),
+    CONSTRAINT data_exports_last_error_check CHECK ((char_length(last_error) <= 2000)),
+    CONSTRAINT data_exports_object_name_check CHECK ((char_length(object_name) <= 1024)),
+    CONSTRAINT data_exports_scope_check CHECK ((scope = ANY (ARRAY['subject'::text, 'organization'::text]))),
+    CONSTRAINT data_exports_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'ready'::text, 'failed'::text]))),
+    CONSTRAINT data_exports_store_check CHECK ((store = 'private'::text))
+);
+
+
+--
+-- Name: TABLE data_exports; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.data_exports IS 'Exports the gdpr-export function builds: a subject''s data, or a whole organization''s before its purge.';
+
+
+--
+-- Name: COLUMN data_exports.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.id IS 'The export.';
+
+
+--
+-- Name: COLUMN data_exports.scope; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.scope IS 'subject (one person''s data) or organization (everything of one organization).';
+
+
+--
+-- Name: COLUMN data_exports.request_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.request_id IS 'The data-subject request it answers.';
+
+
+--
+-- Name: COLUMN data_exports.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.organization_id IS 'The organization exported (scope organization), or whose store keeps the file.';
+
+
+--
+-- Name: COLUMN data_exports.subject_user_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.subject_user_id IS 'The person, when a user.';
+
+
+--
+-- Name: COLUMN data_exports.subject_email; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.subject_email IS 'The person''s email.';
+
+
+--
+-- Name: COLUMN data_exports.status; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.status IS 'pending, running, ready or failed.';
+
+
+--
+-- Name: COLUMN data_exports.store; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.store IS 'The store of the zip: always the private one.';
+
+
+--
+-- Name: COLUMN data_exports.object_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.object_name IS 'The zip''s object: <organization>/data_export/<export id>/export.zip, or subjects/data_export/<export id>/export.zip for a person''s own data (readable by the service role only).';
+
+
+--
+-- Name: COLUMN data_exports.manifest; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.manifest IS 'What is in it: per table the file, its row count and SHA-256.';
+
+
+--
+-- Name: COLUMN data_exports.attempts; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.attempts IS 'How often building it was tried.';
+
+
+--
+-- Name: COLUMN data_exports.last_error; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.last_error IS 'The last failure.';
+
+
+--
+-- Name: COLUMN data_exports.link_expires_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.link_expires_at IS 'When the mailed link stops working.';
+
+
+--
+-- Name: COLUMN data_exports.created_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.created_at IS 'When it was asked for.';
+
+
+--
+-- Name: COLUMN data_exports.ready_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.data_exports.ready_at IS 'When it was ready.';
+
+
+--
+-- Name: claim_data_export(integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.claim_data_export(p_limit integer DEFAULT 5) RETURNS SETOF private.data_exports
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update private.data_exports e set status = 'running', attempts = e.attempts + 1
+  where e.id in (select id from private.data_exports where status in ('pending', 'failed') and attempts < 5
+                 order by created_at limit p_limit for update skip locked)
+  returning e.*
+$$;
+
+
+--
+-- Name: FUNCTION claim_data_export(p_limit integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.claim_data_export(p_limit integer) IS 'Takes pending exports for gdpr-export.';
 
 
 --
@@ -1893,6 +2916,34 @@ COMMENT ON FUNCTION private.commit_reservation(p_reservation_id uuid, p_amounts 
 
 
 --
+-- Name: complete_erasure(uuid, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.complete_erasure(p_request_id uuid, p_user_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  -- Auth records the deletion itself in its audit trail, with the address (traits.user_email).
+  begin
+    delete from auth.audit_log_entries where payload ->> 'actor_id' = p_user_id::text or payload #>> '{traits,user_id}' = p_user_id::text;
+  exception when insufficient_privilege or undefined_table then
+    null; -- as in erase_subject
+  end;
+  update public.data_subject_requests set status = 'completed', subject_user_id = null
+  where id = p_request_id and status = 'in_progress';
+end
+$$;
+
+
+--
+-- Name: FUNCTION complete_erasure(p_request_id uuid, p_user_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.complete_erasure(p_request_id uuid, p_user_id uuid) IS 'Completes an erasure request once its files and Auth user are gone (and Auth''s record of the deletion).';
+
+
+--
 -- Name: complete_event(text, bigint, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1915,6 +2966,37 @@ $$;
 --
 
 COMMENT ON FUNCTION private.complete_event(p_consumer text, p_event_id bigint, p_now timestamp with time zone) IS 'Marks a consumer''s delivery processed; false when it was processed already.';
+
+
+--
+-- Name: consent_state(uuid, text, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.consent_state(p_user_id uuid, p_email text, p_organization_id uuid DEFAULT NULL::uuid) RETURNS TABLE(purpose text, granted boolean, recorded_at timestamp with time zone, source text, policy_version text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select p.key, coalesce(r.status = 'given', p.default_granted), r.recorded_at, r.source, r.policy_version
+  from public.consent_purposes p
+  left join lateral (
+    select c.status, c.recorded_at, c.source, c.policy_version
+    from public.consent_records c
+    where c.purpose = p.key
+      and ((p_organization_id is null and c.organization_id is null) or c.organization_id = p_organization_id)
+      and ((p_user_id is not null and c.user_id = p_user_id)
+           or (p_email is not null and lower(c.email) in (lower(btrim(p_email)), private.personal_data_hash(lower(btrim(p_email))))))
+    order by c.recorded_at desc, c.seq desc
+    limit 1
+  ) r on true
+  order by p.key
+$$;
+
+
+--
+-- Name: FUNCTION consent_state(p_user_id uuid, p_email text, p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.consent_state(p_user_id uuid, p_email text, p_organization_id uuid) IS 'A person''s current consent per purpose (by user id or address; for an organization, or the platform when null), defaults where never recorded.';
 
 
 --
@@ -2543,6 +3625,50 @@ COMMENT ON FUNCTION private.draw_from_grants(p_organization_id uuid, p_pool text
 
 
 --
+-- Name: drop_audit_partitions(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.drop_audit_partitions(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    SET lock_timeout TO '2s'
+    AS $_$
+declare
+  v_cutoff timestamptz := p_now - (private.setting('audit_retention') #>> '{}')::interval;
+  v_partition record;
+  v_dropped integer := 0;
+begin
+  if exists (select 1 from private.legal_holds where released_at is null) then
+    return 0;
+  end if;
+  for v_partition in
+    select c.relname::text as name,
+           make_timestamp(substr(c.relname, 12, 4)::int, substr(c.relname, 17, 2)::int, 1, 0, 0, 0) as month
+    from pg_catalog.pg_inherits i
+    join pg_catalog.pg_class c on c.oid = i.inhrelid
+    where i.inhparent = 'public.audit_log'::regclass and c.relname ~ '^audit_log_y[0-9]{4}m(0[1-9]|1[0-2])$'
+    order by 2
+  loop
+    exit when (v_partition.month + interval '1 month') at time zone 'UTC' > v_cutoff;
+    execute format('drop table private.%I', v_partition.name);
+    perform private.audit_action(null, 'partition_dropped', 'public.audit_log', v_partition.name,
+      jsonb_build_object('from', v_partition.month at time zone 'UTC', 'to', (v_partition.month + interval '1 month') at time zone 'UTC',
+                         'retention', private.setting('audit_retention')));
+    v_dropped := v_dropped + 1;
+  end loop;
+  return v_dropped;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION drop_audit_partitions(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.drop_audit_partitions(p_now timestamp with time zone) IS 'Retention: drops the audit partitions older than audit_retention (none while a legal hold stands), recording each drop; returns how many.';
+
+
+--
 -- Name: email_allowed(text, uuid, public.email_category, boolean); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2551,10 +3677,13 @@ CREATE FUNCTION private.email_allowed(p_recipient text, p_user_id uuid, p_catego
     SET search_path TO ''
     AS $$
   select p_required or (
-    not exists (select 1 from public.email_preferences p
-                where p.user_id = p_user_id and p.category = p_category and not p.subscribed)
+    coalesce(
+      (select private.has_consent(p_user_id, p_recipient, cp.key) from public.consent_purposes cp where cp.email_category = p_category),
+      not exists (select 1 from public.email_preferences p
+                  where p.user_id = p_user_id and p.category = p_category and not p.subscribed))
     and not exists (select 1 from private.email_suppressions s
-                    where s.email = p_recipient and (s.category is null or s.category = p_category)))
+                    where s.email in (p_recipient, private.personal_data_hash(p_recipient))
+                      and (s.category is null or s.category = p_category)))
 $$;
 
 
@@ -2562,7 +3691,7 @@ $$;
 -- Name: FUNCTION email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean) IS 'Whether a message may be sent: required, or neither unsubscribed nor suppressed.';
+COMMENT ON FUNCTION private.email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean) IS 'Whether a message may be sent: required, or consented to (the category''s purpose; else the preference) and not suppressed.';
 
 
 --
@@ -2597,6 +3726,55 @@ $$;
 --
 
 COMMENT ON FUNCTION private.email_from_events(p_limit integer, p_now timestamp with time zone) IS 'The email consumer: enqueues the mail of due events and completes them, once each.';
+
+
+--
+-- Name: enable_audit(regclass); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.enable_audit(p_table regclass) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_schema text;
+  v_name text;
+  v_kind "char";
+  v_partition boolean;
+  v_pk text[];
+  v_excluded text[];
+  v_included text[];
+begin
+  select n.nspname, c.relname, c.relkind, c.relispartition into v_schema, v_name, v_kind, v_partition
+  from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  where c.oid = p_table;
+  if v_kind is null or v_kind not in ('r', 'p') or v_partition then
+    perform private.raise('invalid_input', format('%s is not a table (nor the parent of partitions).', p_table));
+  end if;
+  if p_table = 'public.audit_log'::regclass then
+    perform private.raise('invalid_input', 'The audit log is not audited.');
+  end if;
+  select coalesce(array_agg(a.attname::text order by k.ord), '{}') into v_pk
+  from pg_catalog.pg_index i
+  cross join lateral unnest(i.indkey::int2[]) with ordinality k (attnum, ord)
+  join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+  where i.indrelid = p_table and i.indisprimary;
+  select coalesce(array_agg(e.column_name order by e.column_name), '{}') into v_excluded
+  from private.audit_excluded_columns e where e.table_name = v_schema || '.' || v_name;
+  select coalesce(array_agg(e.column_name order by e.column_name), '{}') into v_included
+  from private.audit_included_columns e where e.table_name = v_schema || '.' || v_name;
+  execute format(
+    'create or replace trigger audit_row after insert or update or delete on %I.%I for each row execute function private.audit_row(%L, %L, %L)',
+    v_schema, v_name, v_pk::text, v_excluded::text, v_included::text);
+end
+$$;
+
+
+--
+-- Name: FUNCTION enable_audit(p_table regclass); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.enable_audit(p_table regclass) IS 'Audits a table: creates (or refreshes) its audit_row trigger with its primary key and column lists. One line per table: select private.enable_audit(''public.x'');';
 
 
 --
@@ -2813,6 +3991,242 @@ COMMENT ON FUNCTION private.enqueue_event_email(p_event private.domain_events) I
 
 
 --
+-- Name: ensure_audit_partitions(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.ensure_audit_partitions(p_now timestamp with time zone DEFAULT now(), p_months_ahead integer DEFAULT 2) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    SET lock_timeout TO '5s'
+    AS $_$
+declare
+  v_month timestamp;
+  v_name text;
+  v_from timestamptz;
+  v_to timestamptz;
+  v_created integer := 0;
+begin
+  if p_now is null or p_months_ahead is null or p_months_ahead not between 0 and 24 then
+    perform private.raise('invalid_input', 'p_months_ahead is 0 to 24.');
+  end if;
+  for v_month in
+    select date_trunc('month', p_now at time zone 'UTC') + make_interval(months => i) from generate_series(0, p_months_ahead) i
+    union
+    select distinct date_trunc('month', d.occurred_at at time zone 'UTC') from private.audit_log_default d
+    order by 1
+  loop
+    v_name := private.audit_partition_name(v_month);
+    continue when to_regclass('private.' || v_name) is not null;
+    v_from := v_month at time zone 'UTC';
+    v_to := (v_month + interval '1 month') at time zone 'UTC';
+    execute format('create table private.%I (like public.audit_log including defaults including constraints including comments including storage)', v_name);
+    -- The bounds as a constraint: attaching then skips scanning the table.
+    execute format('alter table private.%I add constraint %I check (occurred_at >= %L and occurred_at < %L)',
+      v_name, v_name || '_bounds', v_from, v_to);
+    execute format('alter table private.%I enable row level security', v_name);
+    execute format('comment on table private.%I is %L', v_name,
+      format('The audit log of %s (UTC): a partition of public.audit_log, dropped whole after audit_retention.', to_char(v_month, 'YYYY-MM')));
+    if exists (select 1 from private.audit_log_default d where d.occurred_at >= v_from and d.occurred_at < v_to) then
+      execute format('insert into private.%I select * from private.audit_log_default where occurred_at >= $1 and occurred_at < $2', v_name)
+        using v_from, v_to;
+      perform private.permit('audit_partition_move');
+      delete from private.audit_log_default d where d.occurred_at >= v_from and d.occurred_at < v_to;
+      perform private.permit('audit_partition_move', false);
+    end if;
+    execute format('alter table public.audit_log attach partition private.%I for values from (%L) to (%L)', v_name, v_from, v_to);
+    v_created := v_created + 1;
+  end loop;
+  return v_created;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION ensure_audit_partitions(p_now timestamp with time zone, p_months_ahead integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.ensure_audit_partitions(p_now timestamp with time zone, p_months_ahead integer) IS 'Creates the audit log''s partitions of this month and the next p_months_ahead (and of months waiting in the default partition); idempotent; returns how many it made.';
+
+
+--
+-- Name: erase_subject(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.erase_subject(p_request_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_request public.data_subject_requests;
+  v_user uuid;
+  v_email text;
+  v_values text[];
+  v_pseudonym uuid := gen_random_uuid();
+  v_org record;
+  v_plan text;
+  v_target uuid;
+  v_subject record;
+  v_col record;
+  v_where text;
+  v_sets text;
+  v_deletes boolean;
+  v_files jsonb;
+  v_closed uuid[] := '{}';
+  v_purge_id uuid;
+  v_purge_status text;
+  v_scrubbed integer;
+begin
+  perform private.require_operator();
+  select * into v_request from public.data_subject_requests where id = p_request_id for update;
+  if v_request.id is null or v_request.kind <> 'erasure' then
+    perform private.raise('request_not_found', 'No erasure request has this id.');
+  end if;
+  v_user := v_request.subject_user_id;
+  v_email := lower(coalesce((select email from auth.users where id = v_user), v_request.subject_email));
+  v_values := array_remove(array[
+    v_email,
+    (select full_name from public.profiles where id = v_user),
+    (select phone from auth.users where id = v_user),
+    (select raw_user_meta_data ->> 'full_name' from auth.users where id = v_user),
+    (select raw_user_meta_data ->> 'name' from auth.users where id = v_user)
+  ], null);
+
+  -- Organizations the subject alone owns: transferred or closed, as the request says.
+  for v_org in
+    select m.organization_id from public.organization_members m
+    where m.user_id = v_user and m.role = 'owner'
+      and not exists (select 1 from public.organization_members o where o.organization_id = m.organization_id and o.role = 'owner' and o.user_id <> v_user)
+  loop
+    v_plan := v_request.details #>> array['organizations', v_org.organization_id::text];
+    if v_plan is null then
+      perform private.raise('sole_owner', format('The subject is the only owner of %s: say whether it is transferred or closed.', v_org.organization_id));
+    elsif v_plan like 'transfer:%' then
+      v_target := substr(v_plan, 10)::uuid;
+      update public.organization_members set role = 'owner' where organization_id = v_org.organization_id and user_id = v_target;
+      if not found then
+        perform private.raise('sole_owner', format('%s is not a member of %s to transfer it to.', v_target, v_org.organization_id));
+      end if;
+    elsif v_plan = 'close' then
+      v_closed := v_closed || v_org.organization_id;
+    else
+      perform private.raise('sole_owner', format('%s: "close" or "transfer:<user id>".', v_plan));
+    end if;
+  end loop;
+
+  -- Closed organizations are purged at once (their only owner chose it; lifecycle-purge carries
+  -- it out, files included), so the subject's ownership may go now. The completion mail goes to
+  -- the other owners, never to the erased address.
+  for v_org in select unnest(v_closed) as organization_id loop
+    -- A purge already under way (an inactivity one, say) is the one that goes ahead.
+    select p.id, p.status::text into v_purge_id, v_purge_status from public.purge_operations p
+    where p.organization_id = v_org.organization_id and p.status not in ('completed', 'cancelled');
+    if v_purge_id is null then
+      v_purge_id := (private.start_purge(v_org.organization_id, 'Its only owner asked for the erasure of their data', now(), now())).id;
+    end if;
+    if v_purge_status is distinct from 'executing' then
+      perform private.move_purge(v_purge_id, 'executing', jsonb_build_object('forced', true, 'reason', 'erasure'), now());
+    end if;
+    update public.purge_operations set owner_emails = array(select e from unnest(owner_emails) e where lower(e) <> v_email)
+    where id = v_purge_id;
+  end loop;
+
+  perform private.permit('audit_skip');
+  -- The subject's own uploads (user_upload) go, objects and records (gdpr-erase removes the
+  -- objects through Storage); the organizations' documents they uploaded stay, without their
+  -- name on them. Closed organizations' files go with their purge.
+  select coalesce(jsonb_agg(jsonb_build_object('store', f.store, 'object_name', f.object_name)), '[]'::jsonb) into v_files
+  from public.files f where f.uploaded_by = v_user and f.context = 'user_upload';
+  delete from public.files where uploaded_by = v_user and context = 'user_upload';
+  update public.files set uploaded_by = null where uploaded_by = v_user;
+
+  perform private.permit('gdpr_erasure');
+  perform private.permit('detach');
+  -- No row-by-row audit copies of what is being erased; the erasure is one audit action.
+  perform private.permit('audit_skip');
+  -- Every table the registry says how to find the subject in: its registered columns' strategies.
+  for v_subject in
+    select s.table_name, string_agg(case s.subject_kind
+             when 'user_id' then format('%I = %L::uuid', s.subject_column, v_user)
+             else format('lower(%I::text) = %L', s.subject_column, v_email) end, ' or ') as predicate
+    from private.subject_tables() s
+    where s.table_name not in ('auth.users', 'public.files')
+      and ((s.subject_kind = 'user_id' and v_user is not null) or (s.subject_kind = 'email' and v_email is not null))
+    group by s.table_name
+  loop
+    v_deletes := exists (select 1 from private.personal_data_columns c where c.table_name = v_subject.table_name and c.strategy = 'delete_row');
+    if v_deletes then
+      execute format('delete from %s where %s', v_subject.table_name, v_subject.predicate);
+    else
+      select string_agg(case c.strategy
+               when 'set_null' then format('%I = null', c.column_name)
+               when 'pseudonymize' then case when a.atttypid = 'uuid'::regtype then format('%I = %L::uuid', c.column_name, v_pseudonym)
+                                             when a.atttypid in ('jsonb'::regtype, 'json'::regtype, 'text[]'::regtype) then format('%I = ''{}''', c.column_name)
+                                             else format('%I = %L', c.column_name, 'erased-' || v_pseudonym) end
+               when 'hash' then format('%I = encode(extensions.digest(%I::text, ''sha256''), ''hex'')', c.column_name, c.column_name)
+             end, ', ')
+      into v_sets
+      from private.personal_data_columns c
+      join pg_attribute a on a.attrelid = c.table_name::regclass and a.attname = c.column_name
+      where c.table_name = v_subject.table_name and c.strategy in ('set_null', 'pseudonymize', 'hash');
+      if v_sets is not null then
+        execute format('update %s set %s where %s', v_subject.table_name, v_sets, v_subject.predicate);
+      end if;
+    end if;
+  end loop;
+  -- Auth's own audit trail of the subject (GoTrue keeps it after the user is deleted).
+  begin
+    delete from auth.audit_log_entries where payload ->> 'actor_id' = v_user::text or payload ->> 'actor_username' = v_email;
+  exception when insufficient_privilege or undefined_table then
+    null; -- a project where Auth's schema is out of reach: Supabase's retention of it applies
+  end;
+  -- The credit ledger keeps its rows; who made them goes (its own detach rule).
+  update public.credit_ledger set actor_id = null, metadata = '{}'::jsonb where actor_id = v_user;
+  -- The audit log keeps the facts under a pseudonym.
+  perform private.pseudonymize_audit_subject(v_user, v_pseudonym);
+  perform private.pseudonymize_audit_values(v_values, 'erased-' || v_pseudonym::text);
+  -- Whatever is left anywhere (event payloads, mail props, webhooks' copies).
+  v_scrubbed := private.scrub_values(v_values, 'erased-' || v_pseudonym::text);
+  perform private.permit('gdpr_erasure', false);
+  perform private.permit('detach', false);
+  perform private.permit('audit_skip', false);
+
+  update public.data_subject_requests set subject_email = null, details = details - 'organizations',
+    status = case when status in ('received', 'verifying') then 'in_progress'::public.data_subject_request_status else status end
+  where id = p_request_id;
+  perform private.audit_action(v_request.organization_id, 'erased', 'public.data_subject_requests', p_request_id::text,
+    jsonb_build_object('subject', v_pseudonym, 'closed_organizations', to_jsonb(v_closed), 'scrubbed_rows', v_scrubbed));
+  return jsonb_build_object('pseudonym', v_pseudonym, 'user_id', v_user, 'files', v_files, 'closed_organizations', to_jsonb(v_closed));
+end
+$$;
+
+
+--
+-- Name: FUNCTION erase_subject(p_request_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.erase_subject(p_request_id uuid) IS 'Erases a subject''s personal data for an erasure request (operators, service role); returns the files to remove and the Auth user to delete.';
+
+
+--
+-- Name: executing_purges(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.executing_purges() RETURNS SETOF uuid
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select id from public.purge_operations where status = 'executing' order by started_at
+$$;
+
+
+--
+-- Name: FUNCTION executing_purges(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.executing_purges() IS 'The purges executing, for lifecycle-purge.';
+
+
+--
 -- Name: expire_credits(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2847,6 +4261,110 @@ $$;
 --
 
 COMMENT ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) IS 'Removes expired credits and releases expired reservations (pg_cron, every minute); returns how many organizations it settled.';
+
+
+--
+-- Name: export_queries(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.export_queries(p_export_id uuid) RETURNS TABLE(table_name text, query text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_export private.data_exports;
+begin
+  select * into v_export from private.data_exports where id = p_export_id;
+  if v_export.id is null then
+    perform private.raise('export_not_found', 'No export has this id.');
+  end if;
+  if v_export.scope = 'subject' then
+    -- Whole rows, but never a secret (password hashes, tokens); of Auth's users only the
+    -- registered personal columns.
+    return query
+      select s.table_name, format('select %s as row from %s t where %s',
+        case when s.table_name = 'auth.users'
+          then format('jsonb_build_object(''id'', t.id, %s)', (select string_agg(format('%L, t.%I', c.column_name, c.column_name), ', ')
+                      from private.personal_data_columns c where c.table_name = 'auth.users' and c.category <> 'credential'))
+          else format('to_jsonb(t) - %L::text[]', (select coalesce(array_agg(a.attname::text), '{}') from pg_attribute a
+                      where a.attrelid = s.table_name::regclass and a.attnum > 0 and not a.attisdropped
+                        and a.attname ~ '(^|_)(token|hash|secret|password|key|signature)s?($|_)'))
+        end, s.table_name,
+        string_agg(case s.subject_kind
+          when 'user_id' then format('t.%I = %L::uuid', s.subject_column, v_export.subject_user_id)
+          else format('lower(t.%I::text) = lower(%L)', s.subject_column, v_export.subject_email) end, ' or '))
+      from private.subject_tables() s
+      where (s.subject_kind = 'user_id' and v_export.subject_user_id is not null)
+         or (s.subject_kind = 'email' and v_export.subject_email is not null)
+      group by s.table_name
+      order by s.table_name;
+  else
+    return query
+      select 'public.organizations', format('select to_jsonb(t) as row from public.organizations t where t.id = %L', v_export.organization_id)
+      union all
+      select format('%I.%I', c.table_schema, c.table_name),
+             format('select to_jsonb(t) as row from %I.%I t where t.organization_id = %L', c.table_schema, c.table_name, v_export.organization_id)
+      from information_schema.columns c
+      join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name and tb.table_type = 'BASE TABLE'
+      where c.table_schema = 'public' and c.column_name = 'organization_id'
+        and not exists (select 1 from pg_class k join pg_namespace n on n.oid = k.relnamespace
+                        where n.nspname = c.table_schema and k.relname = c.table_name and k.relispartition)
+      order by 1;
+  end if;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION export_queries(p_export_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.export_queries(p_export_id uuid) IS 'Per table, the query that yields an export''s rows (as JSON).';
+
+
+--
+-- Name: export_rows(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.export_rows(p_export_id uuid, p_table text) RETURNS SETOF jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_query text := (select q.query from private.export_queries(p_export_id) q where q.table_name = p_table);
+begin
+  if v_query is null then
+    perform private.raise('export_not_found', 'The export has no such table.');
+  end if;
+  return query execute v_query;
+end
+$$;
+
+
+--
+-- Name: FUNCTION export_rows(p_export_id uuid, p_table text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.export_rows(p_export_id uuid, p_table text) IS 'The rows (as JSON) of one table of an export, for gdpr-export.';
+
+
+--
+-- Name: fail_data_export(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.fail_data_export(p_export_id uuid, p_error text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update private.data_exports set status = 'failed', last_error = left(p_error, 2000) where id = p_export_id
+$$;
+
+
+--
+-- Name: FUNCTION fail_data_export(p_export_id uuid, p_error text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.fail_data_export(p_export_id uuid, p_error text) IS 'Records a failed export attempt (tried again up to 5 times).';
 
 
 --
@@ -2929,6 +4447,58 @@ COMMENT ON FUNCTION private.fan_out_domain_event() IS 'Trigger: creates the deli
 
 
 --
+-- Name: file_data_subject_request(text, uuid, text, jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb) RETURNS public.data_subject_requests
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_user uuid := private.require_user();
+  v_request public.data_subject_requests;
+  v_kind public.data_subject_request_kind;
+begin
+  if p_kind is null or p_kind not in ('access', 'portability', 'erasure', 'rectification') then
+    perform private.raise('invalid_request_kind', 'A request is access, portability, erasure or rectification.');
+  end if;
+  v_kind := p_kind::public.data_subject_request_kind;
+  perform private.check_metadata(coalesce(p_details, '{}'::jsonb));
+  if p_organization_id is null then
+    if p_subject_email is not null then
+      perform private.raise('invalid_subject', 'A request about someone else is filed by their organization (p_organization_id).');
+    end if;
+    insert into public.data_subject_requests (kind, subject_user_id, subject_email, filed_by, details, due_at)
+    values (v_kind, v_user, (select email from auth.users where id = v_user), v_user, coalesce(p_details, '{}'::jsonb),
+            now() + (private.setting('gdpr_request_deadline') #>> '{}')::interval)
+    returning * into v_request;
+  else
+    perform private.require_member(p_organization_id, '{owner,admin}', 'Only owners and admins file requests for the people their organization holds data about.');
+    if p_subject_email is null or not private.is_email(p_subject_email) then
+      perform private.raise('invalid_subject', 'Give the person''s email address.');
+    end if;
+    insert into public.data_subject_requests (kind, subject_user_id, subject_email, organization_id, filed_by, details, due_at)
+    values (v_kind, (select id from auth.users where lower(email) = lower(btrim(p_subject_email)) limit 1), lower(btrim(p_subject_email)),
+            p_organization_id, v_user, coalesce(p_details, '{}'::jsonb), now() + (private.setting('gdpr_request_deadline') #>> '{}')::interval)
+    returning * into v_request;
+  end if;
+  perform private.audit_action(v_request.organization_id, 'request_filed', 'public.data_subject_requests', v_request.id::text,
+    jsonb_build_object('kind', v_kind, 'due_at', v_request.due_at));
+  perform private.append_domain_event(v_request.organization_id, 'gdpr.request_filed',
+    jsonb_build_object('request_id', v_request.id, 'kind', v_kind, 'due_at', v_request.due_at));
+  return v_request;
+end
+$$;
+
+
+--
+-- Name: FUNCTION file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb) IS 'The body of file_data_subject_request.';
+
+
+--
 -- Name: file_store_for(text, boolean); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2994,6 +4564,54 @@ COMMENT ON FUNCTION private.files_missing_objects() IS 'Files whose object is go
 
 
 --
+-- Name: finish_data_export(uuid, text, jsonb, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.finish_data_export(p_export_id uuid, p_object_name text, p_manifest jsonb, p_download_url text, p_expires_at timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_export private.data_exports;
+  v_recipient text;
+  v_org_name text;
+begin
+  update private.data_exports set status = 'ready', object_name = p_object_name, manifest = p_manifest, ready_at = now(),
+    link_expires_at = p_expires_at, last_error = null
+  where id = p_export_id
+  returning * into v_export;
+  v_org_name := (select name from public.organizations where id = v_export.organization_id);
+  if v_export.scope = 'subject' then
+    v_recipient := coalesce((select email from auth.users where id = v_export.subject_user_id), v_export.subject_email);
+    update public.data_subject_requests set status = 'completed' where id = v_export.request_id and status = 'in_progress';
+    if v_recipient is not null then
+      perform private.enqueue_email('data_export_ready', v_recipient,
+        jsonb_build_object('organizationName', null, 'downloadUrl', p_download_url, 'expiresAt', p_expires_at),
+        'export:' || p_export_id::text, v_export.organization_id);
+    end if;
+  else
+    for v_recipient in select email from private.member_emails(v_export.organization_id, '{owner}') loop
+      perform private.enqueue_email('data_export_ready', v_recipient,
+        jsonb_build_object('organizationName', v_org_name, 'downloadUrl', p_download_url, 'expiresAt', p_expires_at),
+        format('export:%s:%s', p_export_id, v_recipient), v_export.organization_id);
+    end loop;
+  end if;
+  perform private.audit_action(v_export.organization_id, 'exported', 'private.data_exports', p_export_id::text,
+    jsonb_build_object('scope', v_export.scope, 'request_id', v_export.request_id, 'tables', jsonb_array_length(coalesce(p_manifest -> 'files', '[]'))));
+  perform private.append_domain_event(v_export.organization_id, 'gdpr.export_ready',
+    jsonb_build_object('export_id', p_export_id, 'scope', v_export.scope, 'request_id', v_export.request_id));
+end
+$$;
+
+
+--
+-- Name: FUNCTION finish_data_export(p_export_id uuid, p_object_name text, p_manifest jsonb, p_download_url text, p_expires_at timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.finish_data_export(p_export_id uuid, p_object_name text, p_manifest jsonb, p_download_url text, p_expires_at timestamp with time zone) IS 'Records a built export, completes its request, mails the link.';
+
+
+--
 -- Name: finish_file_upload(uuid, bigint); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3053,6 +4671,36 @@ COMMENT ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_error 
 
 
 --
+-- Name: finish_purge(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.finish_purge(p_purge_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations := private.move_purge(p_purge_id, 'completed',
+    jsonb_build_object('files_removed', coalesce((select (progress ->> 'files_removed')::bigint from public.purge_operations
+                                                  where id = p_purge_id), 0)), now());
+  v_recipient text;
+begin
+  foreach v_recipient in array v_purge.owner_emails loop
+    perform private.enqueue_email('data_purge_completed', v_recipient,
+      jsonb_build_object('organizationName', v_purge.organization_name, 'purgedAt', now()),
+      format('purge:%s:completed:%s', p_purge_id, v_recipient));
+  end loop;
+end
+$$;
+
+
+--
+-- Name: FUNCTION finish_purge(p_purge_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.finish_purge(p_purge_id uuid) IS 'Completes a purge and mails its former owners.';
+
+
+--
 -- Name: finish_stripe_event(text, text, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3072,6 +4720,32 @@ $$;
 --
 
 COMMENT ON FUNCTION private.finish_stripe_event(p_event_id text, p_outcome text, p_error text) IS 'Records how a delivery''s handling ended (processed, ignored, or failed: Stripe retries it) and counts the attempt.';
+
+
+--
+-- Name: force_organization_purge(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.force_organization_purge(p_purge_id uuid, p_reason text) RETURNS public.purge_operations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_reason text := private.check_reason(p_reason);
+begin
+  perform private.require_operator();
+  perform 1 from public.purge_operations where id = p_purge_id for update;
+  update public.purge_operations set scheduled_for = now(), forced = true where id = p_purge_id;
+  return private.move_purge(p_purge_id, 'executing', jsonb_build_object('forced', true, 'reason', v_reason), now());
+end
+$$;
+
+
+--
+-- Name: FUNCTION force_organization_purge(p_purge_id uuid, p_reason text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.force_organization_purge(p_purge_id uuid, p_reason text) IS 'The body of force_organization_purge.';
 
 
 --
@@ -3099,6 +4773,75 @@ $$;
 --
 
 COMMENT ON FUNCTION private.forget_file(p_file_id uuid) IS 'Deletes a file''s record (service role, after its object is gone) and records who did it.';
+
+
+--
+-- Name: forget_purged_objects(uuid, text[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.forget_purged_objects(p_purge_id uuid, p_object_names text[]) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_org uuid;
+  v_files integer;
+  v_exports integer;
+begin
+  perform private.require_service_role('Only the lifecycle job purges.');
+  perform private.permit('audit_skip');
+  select organization_id into v_org from public.purge_operations where id = p_purge_id and status = 'executing';
+  if v_org is null then
+    perform private.raise('purge_not_found', 'No executing purge has this id.');
+  end if;
+  delete from public.files where organization_id = v_org and object_name = any (p_object_names);
+  get diagnostics v_files = row_count;
+  delete from private.data_exports where organization_id = v_org and object_name = any (p_object_names);
+  get diagnostics v_exports = row_count;
+  update public.purge_operations set progress = jsonb_set(progress, '{files_removed}',
+    to_jsonb(coalesce((progress ->> 'files_removed')::bigint, 0) + v_files + v_exports)) where id = p_purge_id;
+  return v_files + v_exports;
+end
+$$;
+
+
+--
+-- Name: FUNCTION forget_purged_objects(p_purge_id uuid, p_object_names text[]); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.forget_purged_objects(p_purge_id uuid, p_object_names text[]) IS 'Deletes the records (files, exports) of objects a purge removed from Storage; returns how many.';
+
+
+--
+-- Name: get_consents(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.get_consents(p_user_id uuid) RETURNS TABLE(purpose text, granted boolean, recorded_at timestamp with time zone, source text, policy_version text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if p_user_id is null then
+    if private.caller_role() <> 'service_role' then
+      perform private.require_user();
+    end if;
+    perform private.raise('invalid_input', 'p_user_id is required.');
+  end if;
+  if private.caller_role() <> 'service_role' and p_user_id is distinct from auth.uid() then
+    perform private.raise('not_authorized', 'Only your own consent can be read here.');
+  end if;
+  return query
+    select s.purpose, s.granted, s.recorded_at, s.source, s.policy_version
+    from private.consent_state(p_user_id, (select u.email from auth.users u where u.id = p_user_id)) s;
+end
+$$;
+
+
+--
+-- Name: FUNCTION get_consents(p_user_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.get_consents(p_user_id uuid) IS 'The body of get_consents.';
 
 
 --
@@ -3178,6 +4921,80 @@ COMMENT ON FUNCTION private.grants_in_draw_order(p_organization_id uuid, p_pool 
 
 
 --
+-- Name: guard_audit_log(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.guard_audit_log() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if tg_op = 'DELETE' then
+    if tg_table_name = 'audit_log_default' and private.permitted('audit_partition_move') then
+      return old;
+    end if;
+  elsif tg_op = 'UPDATE' then
+    if private.permitted('audit_pseudonymize')
+       and (new.id, new.occurred_at, new.organization_id, new.table_name, new.action, new.actor_kind)
+           is not distinct from (old.id, old.occurred_at, old.organization_id, old.table_name, old.action, old.actor_kind) then
+      return new;
+    end if;
+  end if;
+  perform private.raise('append_only', 'The audit log is append-only: entries are never changed or deleted (whole months are dropped after audit_retention).');
+  return null;
+end
+$$;
+
+
+--
+-- Name: FUNCTION guard_audit_log(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.guard_audit_log() IS 'Trigger: the audit log is append-only; only pseudonymisation (permit audit_pseudonymize) and the default partition''s move (audit_partition_move) pass.';
+
+
+--
+-- Name: guard_consent_records(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.guard_consent_records() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if tg_op = 'DELETE' then
+    if private.permitted('purge')
+       or (old.organization_id is not null and not exists (select 1 from public.organizations where id = old.organization_id)) then
+      return old;
+    end if;
+  elsif tg_op = 'UPDATE'
+     and (new.id, new.seq, new.organization_id, new.purpose, new.status, new.recorded_at)
+         is not distinct from (old.id, old.seq, old.organization_id, old.purpose, old.status, old.recorded_at)
+     and (private.permitted('gdpr_erasure') or (
+       (new.source, new.policy_version) is not distinct from (old.source, old.policy_version)
+       and (new.user_id is not distinct from old.user_id or new.user_id is null)
+       and (new.recorded_by is not distinct from old.recorded_by or new.recorded_by is null)
+       and (new.email is not distinct from old.email or new.email = private.personal_data_hash(old.email)))) then
+    if new.user_id is null and new.email is null then
+      -- A user without an address leaves: the record keeps a pseudonym of them.
+      new.email := private.personal_data_hash(old.user_id::text);
+    end if;
+    return new;
+  end if;
+  perform private.raise('append_only', 'Consent records are history: record a new one instead.');
+  return null;
+end
+$$;
+
+
+--
+-- Name: FUNCTION guard_consent_records(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.guard_consent_records() IS 'Trigger: consent records are append-only; only the person''s identity may leave (user_id, recorded_by cleared, email hashed; the erasure''s scrub).';
+
+
+--
 -- Name: guard_credit_account_status(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3253,6 +5070,10 @@ begin
     end if;
     return old;
   end if;
+  if private.permitted('gdpr_erasure')
+     and to_jsonb(new) - 'description' - 'metadata' - 'created_by' = to_jsonb(old) - 'description' - 'metadata' - 'created_by' then
+    return new;
+  end if;
   if (new.organization_id, new.type, new.amount, new.currency, new.description, new.source_type, new.source_id, new.idempotency_key, new.created_at)
      is distinct from (old.organization_id, old.type, old.amount, old.currency, old.description, old.source_type, old.source_id, old.idempotency_key, old.created_at) then
     perform private.raise('append_only', 'A credit account transaction changes only its status and statement.');
@@ -3270,6 +5091,38 @@ COMMENT ON FUNCTION private.guard_credit_transaction() IS 'Trigger: transactions
 
 
 --
+-- Name: guard_data_subject_request(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.guard_data_subject_request() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status is distinct from old.status then
+    if not (old.status, new.status) in (
+      ('received', 'verifying'), ('received', 'in_progress'), ('received', 'rejected'),
+      ('verifying', 'in_progress'), ('verifying', 'rejected'),
+      ('in_progress', 'completed'), ('in_progress', 'rejected')) then
+      perform private.raise('invalid_request_transition', format('A request cannot go from %s to %s.', old.status, new.status));
+    end if;
+    if new.status in ('completed', 'rejected') then
+      new.completed_at := now();
+    end if;
+  end if;
+  return new;
+end
+$$;
+
+
+--
+-- Name: FUNCTION guard_data_subject_request(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.guard_data_subject_request() IS 'Trigger: only the allowed transitions of a data-subject request.';
+
+
+--
 -- Name: guard_domain_events(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3280,6 +5133,10 @@ CREATE FUNCTION private.guard_domain_events() RETURNS trigger
 begin
   if tg_op = 'DELETE' and private.permitted('purge_events') then
     return old;
+  end if;
+  if tg_op = 'UPDATE' and private.permitted('gdpr_erasure')
+     and to_jsonb(new) - 'payload' = to_jsonb(old) - 'payload' then
+    return new;
   end if;
   perform private.raise('append_only', 'Domain events never change; they leave only through private.purge_domain_events.');
   return null;
@@ -3348,6 +5205,42 @@ COMMENT ON FUNCTION private.guard_organization_credit_deletion() IS 'Trigger: re
 
 
 --
+-- Name: guard_purge_operation(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.guard_purge_operation() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status is distinct from old.status then
+    if not (old.status, new.status) in (
+      ('requested', 'scheduled'), ('requested', 'cancelled'),
+      ('scheduled', 'export_ready'), ('scheduled', 'executing'), ('scheduled', 'cancelled'),
+      ('export_ready', 'acknowledged'), ('export_ready', 'executing'), ('export_ready', 'cancelled'),
+      ('acknowledged', 'executing'), ('acknowledged', 'cancelled'),
+      ('executing', 'completed')) then
+      perform private.raise('invalid_purge_transition', format('A purge cannot go from %s to %s.', old.status, new.status));
+    end if;
+    -- Only a forced purge skips the export.
+    if old.status = 'scheduled' and new.status = 'executing' and not new.forced then
+      perform private.raise('invalid_purge_transition', 'A purge runs only after its export was offered, unless forced.');
+    end if;
+    new.status_changed_at := now();
+  end if;
+  return new;
+end
+$$;
+
+
+--
+-- Name: FUNCTION guard_purge_operation(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.guard_purge_operation() IS 'Trigger: only the allowed transitions of a purge.';
+
+
+--
 -- Name: guard_user_deletion(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3381,6 +5274,35 @@ COMMENT ON FUNCTION private.guard_user_deletion() IS 'Trigger on auth.users: ref
 
 
 --
+-- Name: has_consent(uuid, text, text, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.has_consent(p_user_id uuid, p_email text, p_purpose text, p_organization_id uuid DEFAULT NULL::uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select coalesce(
+    (select c.status = 'given'
+     from public.consent_records c
+     where c.purpose = p_purpose
+       and ((p_organization_id is null and c.organization_id is null) or c.organization_id = p_organization_id)
+       and ((p_user_id is not null and c.user_id = p_user_id)
+            or (p_email is not null and lower(c.email) in (lower(btrim(p_email)), private.personal_data_hash(lower(btrim(p_email))))))
+     order by c.recorded_at desc, c.seq desc
+     limit 1),
+    (select p.default_granted from public.consent_purposes p where p.key = p_purpose),
+    false)
+$$;
+
+
+--
+-- Name: FUNCTION has_consent(p_user_id uuid, p_email text, p_purpose text, p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.has_consent(p_user_id uuid, p_email text, p_purpose text, p_organization_id uuid) IS 'Whether a person (user id or address) consents to a purpose now: their latest record, else the purpose''s default (false for an unknown purpose).';
+
+
+--
 -- Name: hit_rate_limit(text, text, integer, interval, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3408,6 +5330,253 @@ $$;
 --
 
 COMMENT ON FUNCTION private.hit_rate_limit(p_bucket text, p_subject text, p_limit integer, p_window interval, p_now timestamp with time zone) IS 'Counts one hit for (bucket, subject) in the current window; raises rate_limited (HTTP 429) beyond p_limit.';
+
+
+--
+-- Name: inactivity_policies; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.inactivity_policies (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    plan_key text,
+    warn_after interval NOT NULL,
+    purge_after interval NOT NULL,
+    grace_period interval NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT inactivity_policies_check CHECK ((purge_after > warn_after)),
+    CONSTRAINT inactivity_policies_grace_period_check CHECK ((grace_period >= '1 day'::interval)),
+    CONSTRAINT inactivity_policies_warn_after_check CHECK ((warn_after >= '1 day'::interval))
+);
+
+
+--
+-- Name: TABLE inactivity_policies; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.inactivity_policies IS 'When an inactive organization is warned and when its purge is scheduled: the default (plan_key null) and per-plan overrides.';
+
+
+--
+-- Name: COLUMN inactivity_policies.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_policies.id IS 'The policy.';
+
+
+--
+-- Name: COLUMN inactivity_policies.plan_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_policies.plan_key IS 'The plan it applies to; null for the default.';
+
+
+--
+-- Name: COLUMN inactivity_policies.warn_after; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_policies.warn_after IS 'Inactive this long: the owners are warned.';
+
+
+--
+-- Name: COLUMN inactivity_policies.purge_after; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_policies.purge_after IS 'Inactive this long: a purge is scheduled.';
+
+
+--
+-- Name: COLUMN inactivity_policies.grace_period; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_policies.grace_period IS 'How long after scheduling the purge runs.';
+
+
+--
+-- Name: COLUMN inactivity_policies.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_policies.created_at IS 'When it was added.';
+
+
+--
+-- Name: COLUMN inactivity_policies.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_policies.updated_at IS 'When it last changed.';
+
+
+--
+-- Name: inactivity_policy_of(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.inactivity_policy_of(p_organization_id uuid) RETURNS public.inactivity_policies
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select p.* from public.inactivity_policies p
+  left join public.organization_plans op on op.organization_id = p_organization_id
+  where p.plan_key = op.plan_key or p.plan_key is null
+  order by p.plan_key is null
+  limit 1
+$$;
+
+
+--
+-- Name: FUNCTION inactivity_policy_of(p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.inactivity_policy_of(p_organization_id uuid) IS 'The inactivity policy that applies to an organization.';
+
+
+--
+-- Name: consent_records; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.consent_records (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    seq bigint NOT NULL,
+    user_id uuid,
+    email text,
+    organization_id uuid,
+    purpose text NOT NULL,
+    status text NOT NULL,
+    source text NOT NULL,
+    policy_version text,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    recorded_by uuid,
+    CONSTRAINT consent_records_check CHECK (((user_id IS NOT NULL) OR (email IS NOT NULL))),
+    CONSTRAINT consent_records_email_check CHECK (((email = lower(email)) AND ((char_length(email) >= 3) AND (char_length(email) <= 320)))),
+    CONSTRAINT consent_records_policy_version_check CHECK (((char_length(policy_version) >= 1) AND (char_length(policy_version) <= 100))),
+    CONSTRAINT consent_records_source_check CHECK ((source ~ '^[a-z][a-z0-9_]{0,49}$'::text)),
+    CONSTRAINT consent_records_status_check CHECK ((status = ANY (ARRAY['given'::text, 'revoked'::text])))
+);
+
+
+--
+-- Name: TABLE consent_records; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.consent_records IS 'The history of consent: one row each time a person gave or revoked consent to a purpose. Append-only; the latest row per person and purpose is the current state.';
+
+
+--
+-- Name: COLUMN consent_records.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.id IS 'The record.';
+
+
+--
+-- Name: COLUMN consent_records.seq; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.seq IS 'The order records were written in (breaks ties of recorded_at).';
+
+
+--
+-- Name: COLUMN consent_records.user_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.user_id IS 'The person, when they are a user (null after their account is deleted).';
+
+
+--
+-- Name: COLUMN consent_records.email; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.email IS 'The person''s address, lower-case (a user''s at the time); a SHA-256 hex digest once erased, so a revocation still applies.';
+
+
+--
+-- Name: COLUMN consent_records.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.organization_id IS 'The organization the consent was given to (a contact of its CRM); null: given to us, the platform.';
+
+
+--
+-- Name: COLUMN consent_records.purpose; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.purpose IS 'What it is consent to.';
+
+
+--
+-- Name: COLUMN consent_records.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.status IS 'given or revoked.';
+
+
+--
+-- Name: COLUMN consent_records.source; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.source IS 'How it was recorded: signup_form, settings, import, api, email_preferences, unsubscribe_link, ...';
+
+
+--
+-- Name: COLUMN consent_records.policy_version; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.policy_version IS 'The version of the privacy policy or consent text shown.';
+
+
+--
+-- Name: COLUMN consent_records.recorded_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.recorded_at IS 'When.';
+
+
+--
+-- Name: COLUMN consent_records.recorded_by; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_records.recorded_by IS 'Who recorded it: the person, an organization''s owner or admin; null for the system.';
+
+
+--
+-- Name: insert_consent(uuid, text, uuid, text, text, text, text, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.insert_consent(p_user_id uuid, p_email text, p_organization_id uuid, p_purpose text, p_status text, p_source text, p_policy_version text, p_recorded_by uuid) RETURNS public.consent_records
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_record public.consent_records;
+  v_category public.email_category;
+begin
+  insert into public.consent_records (user_id, email, organization_id, purpose, status, source, policy_version, recorded_by, recorded_at)
+  values (p_user_id, lower(btrim(p_email)), p_organization_id, p_purpose, p_status, p_source, p_policy_version, p_recorded_by, clock_timestamp())
+  returning * into v_record;
+
+  if to_regprocedure('private.audit_action(uuid, text, text, text, jsonb)') is not null then
+    perform private.audit_action(v_record.organization_id, 'consent_' || v_record.status, 'public.consent_records', v_record.id::text,
+      jsonb_build_object('purpose', v_record.purpose, 'source', v_record.source, 'policy_version', v_record.policy_version));
+  end if;
+
+  if v_record.user_id is not null and v_record.organization_id is null then
+    select email_category into v_category from public.consent_purposes where key = v_record.purpose;
+    if v_category is not null then
+      insert into public.email_preferences (user_id, category, subscribed)
+      values (v_record.user_id, v_category, v_record.status = 'given')
+      on conflict (user_id, category) do update set subscribed = excluded.subscribed
+      where public.email_preferences.subscribed is distinct from excluded.subscribed;
+    end if;
+  end if;
+  return v_record;
+end
+$$;
+
+
+--
+-- Name: FUNCTION insert_consent(p_user_id uuid, p_email text, p_organization_id uuid, p_purpose text, p_status text, p_source text, p_policy_version text, p_recorded_by uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.insert_consent(p_user_id uuid, p_email text, p_organization_id uuid, p_purpose text, p_status text, p_source text, p_policy_version text, p_recorded_by uuid) IS 'Writes a consent record (no checks: callers check), audits it, and mirrors a mail purpose into the user''s preference.';
 
 
 --
@@ -3617,6 +5786,27 @@ COMMENT ON FUNCTION private.is_slug(p_slug text) IS 'Whether a text is a valid o
 
 
 --
+-- Name: jsonb_text_pattern(text, boolean); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.jsonb_text_pattern(p_value text, p_whole boolean DEFAULT false) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select '%' || replace(replace(replace(case when p_whole then v else substr(v, 2, char_length(v) - 2) end,
+                                        '\', '\\'), '%', '\%'), '_', '\_') || '%'
+  from (select to_jsonb(p_value)::text as v) t
+$$;
+
+
+--
+-- Name: FUNCTION jsonb_text_pattern(p_value text, p_whole boolean); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.jsonb_text_pattern(p_value text, p_whole boolean) IS 'A LIKE pattern matching a string (or, with p_whole, a whole string value) inside a jsonb value''s text form.';
+
+
+--
 -- Name: keep_an_owner(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -3637,6 +5827,9 @@ begin
   if not found then
     return null;
   end if;
+  if exists (select 1 from public.purge_operations where organization_id = old.organization_id and status = 'executing') then
+    return null;
+  end if;
   if not exists (
     select 1 from public.organization_members
     where organization_id = old.organization_id and role = 'owner'
@@ -3652,7 +5845,7 @@ $$;
 -- Name: FUNCTION keep_an_owner(); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.keep_an_owner() IS 'Trigger: refuses any change that would leave an organization without an owner.';
+COMMENT ON FUNCTION private.keep_an_owner() IS 'Trigger: refuses any change that would leave an organization without an owner (unless it is being purged).';
 
 
 --
@@ -3981,6 +6174,34 @@ COMMENT ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_acti
 
 
 --
+-- Name: maintain_audit_partitions(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.maintain_audit_partitions(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_count integer := private.ensure_audit_partitions(p_now);
+begin
+  begin
+    v_count := v_count + private.drop_audit_partitions(p_now);
+  exception when lock_not_available then
+    raise warning 'drop_audit_partitions: the audit log was busy; retention runs again tomorrow';
+  end;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION maintain_audit_partitions(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.maintain_audit_partitions(p_now timestamp with time zone) IS 'The audit-partitions job: creates the coming months'' partitions and drops those past retention; returns partitions created plus dropped.';
+
+
+--
 -- Name: manageable_file(uuid); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4077,6 +6298,57 @@ $$;
 --
 
 COMMENT ON FUNCTION private.member_organization_ids() IS 'The organizations the current user belongs to.';
+
+
+--
+-- Name: move_purge(uuid, public.purge_status, jsonb, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.move_purge(p_purge_id uuid, p_status public.purge_status, p_detail jsonb, p_now timestamp with time zone) RETURNS public.purge_operations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations;
+begin
+  update public.purge_operations set status = p_status,
+    scheduled_for = case when p_status = 'scheduled' then coalesce((p_detail ->> 'scheduled_for')::timestamptz, scheduled_for) else scheduled_for end,
+    started_at = case when p_status = 'executing' then coalesce(started_at, p_now) else started_at end,
+    completed_at = case when p_status = 'completed' then p_now else completed_at end,
+    cancelled_at = case when p_status = 'cancelled' then p_now else cancelled_at end,
+    cancelled_by = case when p_status = 'cancelled' then auth.uid() else cancelled_by end,
+    cancel_reason = case when p_status = 'cancelled' then p_detail ->> 'reason' else cancel_reason end,
+    acknowledged_at = case when p_status = 'acknowledged' then p_now else acknowledged_at end,
+    acknowledged_by = case when p_status = 'acknowledged' then auth.uid() else acknowledged_by end,
+    forced = forced or coalesce((p_detail ->> 'forced')::boolean, false),
+    -- Whom to tell at the end: the owners as it begins (their memberships go with the batches).
+    owner_emails = case when p_status = 'executing' and owner_emails = '{}'
+                        then array(select email from private.member_emails(organization_id, '{owner}')) else owner_emails end
+  where id = p_purge_id
+  returning * into v_purge;
+  if v_purge.id is null then
+    perform private.raise('purge_not_found', 'No purge operation has this id.');
+  end if;
+  if p_status = 'cancelled' then
+    update public.inactivity_trackers set state = 'active', warnings_sent = 0, warned_at = null
+    where organization_id = v_purge.organization_id;
+  end if;
+  perform private.audit_action(v_purge.organization_id, 'purge_' || p_status::text, 'public.purge_operations', v_purge.id::text,
+    coalesce(p_detail, '{}'::jsonb));
+  if exists (select 1 from public.organizations where id = v_purge.organization_id) then
+    perform private.append_domain_event(v_purge.organization_id, 'lifecycle.purge_' || p_status::text,
+      jsonb_build_object('purge_id', v_purge.id, 'scheduled_for', v_purge.scheduled_for) || coalesce(p_detail, '{}'::jsonb));
+  end if;
+  return v_purge;
+end
+$$;
+
+
+--
+-- Name: FUNCTION move_purge(p_purge_id uuid, p_status public.purge_status, p_detail jsonb, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.move_purge(p_purge_id uuid, p_status public.purge_status, p_detail jsonb, p_now timestamp with time zone) IS 'Moves a purge to a status (the trigger checks the transition), with its audit row and event.';
 
 
 --
@@ -4366,6 +6638,41 @@ COMMENT ON FUNCTION private.overage_price(p_organization_id uuid, p_pool text) I
 
 
 --
+-- Name: parse_ip_address(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.parse_ip_address(p_text text) RETURNS inet
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+  select case
+    when v ~ '^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$'
+      or v ~ ('^('
+        || '([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}'
+        || '|([0-9a-f]{1,4}:){1,7}:'
+        || '|([0-9a-f]{1,4}:){1,6}:[0-9a-f]{1,4}'
+        || '|([0-9a-f]{1,4}:){1,5}(:[0-9a-f]{1,4}){1,2}'
+        || '|([0-9a-f]{1,4}:){1,4}(:[0-9a-f]{1,4}){1,3}'
+        || '|([0-9a-f]{1,4}:){1,3}(:[0-9a-f]{1,4}){1,4}'
+        || '|([0-9a-f]{1,4}:){1,2}(:[0-9a-f]{1,4}){1,5}'
+        || '|[0-9a-f]{1,4}:(:[0-9a-f]{1,4}){1,6}'
+        || '|:((:[0-9a-f]{1,4}){1,7}|:)'
+        || '|::(ffff(:0{1,4})?:)?((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
+        || ')$')
+    then v::inet
+  end
+  from (select lower(btrim(p_text)) as v) t
+$_$;
+
+
+--
+-- Name: FUNCTION parse_ip_address(p_text text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.parse_ip_address(p_text text) IS 'An IPv4 or IPv6 address from a header value, or null when it is not one (never raises).';
+
+
+--
 -- Name: parse_organization_role(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4461,6 +6768,151 @@ $$;
 --
 
 COMMENT ON FUNCTION private.permitted(p_operation text) IS 'Whether private.permit allowed this operation in the current transaction.';
+
+
+--
+-- Name: personal_columns_of(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.personal_columns_of(p_table text) RETURNS TABLE(column_name text, category private.personal_data_category, strategy private.erasure_strategy, retention interval, legal_basis text)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select c.column_name, c.category, c.strategy, c.retention, c.legal_basis
+  from private.personal_data_columns c where c.table_name = p_table order by 1
+$$;
+
+
+--
+-- Name: FUNCTION personal_columns_of(p_table text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.personal_columns_of(p_table text) IS 'The personal columns of a table (schema-qualified) with their category and erasure strategy.';
+
+
+--
+-- Name: personal_data_candidates(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.personal_data_candidates() RETURNS TABLE(table_name text, column_name text, data_type text)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $_$
+  select n.nspname || '.' || c.relname, a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
+  from pg_catalog.pg_class c
+  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+  join pg_catalog.pg_type t on t.oid = a.atttypid
+  left join pg_catalog.pg_type d on d.oid = t.typbasetype and t.typtype = 'd'
+  cross join lateral (select coalesce(d.oid, t.oid) as oid) base
+  join pg_catalog.pg_type bt on bt.oid = base.oid
+  left join pg_catalog.pg_type et on et.oid = bt.typelem and bt.typcategory = 'A'
+  cross join lateral (select coalesce(et.typname, bt.typname) as typname) eff
+  where n.nspname in ('public', 'private')
+    and c.relkind in ('r', 'p')
+    and not c.relispartition
+    and (eff.typname in ('text', 'varchar', 'bpchar', 'citext', 'name', 'json', 'jsonb', 'xml', 'inet', 'cidr', 'macaddr', 'macaddr8', 'bytea')
+         or (eff.typname = 'uuid' and (
+              a.attname ~ '(^|_)user_ids?$' or a.attname ~ '_by$' or a.attname ~ '^actor_id' or a.attname = 'subject_id'
+              or exists (select 1 from pg_catalog.pg_constraint k
+                         where k.conrelid = c.oid and k.contype = 'f' and a.attnum = any (k.conkey)
+                           and k.confrelid in ('auth.users'::regclass, 'public.profiles'::regclass)))))
+$_$;
+
+
+--
+-- Name: FUNCTION personal_data_candidates(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.personal_data_candidates() IS 'Every column in public and private that could hold personal data (text, JSON, network, binary, or a uuid naming a user).';
+
+
+--
+-- Name: personal_data_hash(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.personal_data_hash(p_value text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select encode(extensions.digest(p_value, 'sha256'), 'hex')
+$$;
+
+
+--
+-- Name: FUNCTION personal_data_hash(p_value text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.personal_data_hash(p_value text) IS 'The hash strategy''s digest of a value: hex SHA-256 (matchable, not readable).';
+
+
+--
+-- Name: personal_data_problems(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.personal_data_problems() RETURNS TABLE(problem text, table_name text, column_name text)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  with existing as (
+    select n.nspname || '.' || c.relname as table_name, a.attname::text as column_name, a.attnotnull as not_null, a.atttypid as type_oid
+    from pg_catalog.pg_class c
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+    where c.relkind in ('r', 'p') and n.nspname in ('public', 'private', 'auth')
+  ),
+  tables as (select distinct e.table_name from existing e),
+  personal_tables as (select distinct p.table_name from private.personal_data_columns p)
+  -- a column that could hold personal data, in neither list
+  select 'unregistered', k.table_name, k.column_name from private.personal_data_candidates() k
+  where not exists (select 1 from private.personal_data_columns p where p.table_name = k.table_name and p.column_name = k.column_name)
+    and not exists (select 1 from private.non_personal_columns x where x.table_name = k.table_name and x.column_name = k.column_name)
+  union all
+  -- entries naming columns or tables that do not exist (any more)
+  select 'stale', p.table_name, p.column_name from private.personal_data_columns p
+  where not exists (select 1 from existing e where e.table_name = p.table_name and e.column_name = p.column_name)
+  union all
+  select 'stale', x.table_name, x.column_name from private.non_personal_columns x
+  where not exists (select 1 from existing e where e.table_name = x.table_name and e.column_name = x.column_name)
+  union all
+  select 'stale', i.table_name, null from private.personal_data_indirect_tables i where i.table_name not in (select t.table_name from tables t)
+  union all
+  select 'stale', r.table_name, null from private.legal_retention r where r.table_name not in (select t.table_name from tables t)
+  union all
+  -- in both lists
+  select 'both_lists', p.table_name, p.column_name from private.personal_data_columns p
+  join private.non_personal_columns x on x.table_name = p.table_name and x.column_name = p.column_name
+  union all
+  -- a table with personal columns that nobody can find a subject in, or that claims both
+  select 'no_subject', pt.table_name, null from personal_tables pt
+  where not exists (select 1 from private.personal_data_subjects s where s.table_name = pt.table_name)
+    and not exists (select 1 from private.personal_data_indirect_tables i where i.table_name = pt.table_name)
+  union all
+  select 'subject_and_indirect', i.table_name, null from private.personal_data_indirect_tables i
+  where exists (select 1 from private.personal_data_subjects s where s.table_name = i.table_name)
+  union all
+  -- strategies the columns cannot take
+  select 'set_null_on_not_null', p.table_name, p.column_name from private.personal_data_columns p
+  join existing e on e.table_name = p.table_name and e.column_name = p.column_name
+  where p.strategy = 'set_null' and e.not_null
+  union all
+  select 'strategy_for_type', p.table_name, p.column_name from private.personal_data_columns p
+  join existing e on e.table_name = p.table_name and e.column_name = p.column_name
+  where (p.strategy = 'pseudonymize' and e.type_oid not in ('uuid'::regtype, 'json'::regtype, 'jsonb'::regtype, 'text'::regtype, 'varchar'::regtype, 'text[]'::regtype))
+     or (p.strategy = 'hash' and e.type_oid not in ('text'::regtype, 'varchar'::regtype))
+  union all
+  -- a record the law keeps, deleted by erasure
+  select 'deletes_retained', p.table_name, p.column_name from private.personal_data_columns p
+  join private.legal_retention r on r.table_name = p.table_name
+  where p.strategy = 'delete_row'
+$$;
+
+
+--
+-- Name: FUNCTION personal_data_problems(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.personal_data_problems() IS 'What the personal-data registry misses or gets wrong (unregistered, stale, both_lists, no_subject, subject_and_indirect, set_null_on_not_null, strategy_for_type, deletes_retained); empty when complete.';
 
 
 --
@@ -4723,6 +7175,203 @@ COMMENT ON FUNCTION private.post_credit_transaction(p_organization_id uuid, p_ty
 
 
 --
+-- Name: prepare_purges(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.prepare_purges(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations;
+  v_export private.data_exports;
+  v_count integer := 0;
+begin
+  for v_purge in select * from public.purge_operations where status = 'scheduled' for update skip locked loop
+    if v_purge.export_id is null then
+      insert into private.data_exports (scope, organization_id) values ('organization', v_purge.organization_id) returning * into v_export;
+      update public.purge_operations set export_id = v_export.id where id = v_purge.id;
+      v_count := v_count + 1;
+    elsif (select status from private.data_exports where id = v_purge.export_id) = 'ready' then
+      perform private.move_purge(v_purge.id, 'export_ready', jsonb_build_object('export_id', v_purge.export_id), p_now);
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION prepare_purges(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.prepare_purges(p_now timestamp with time zone) IS 'Gives scheduled purges their organization export, and marks them export_ready once it is.';
+
+
+--
+-- Name: pseudonymize_audit_subject(uuid, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.pseudonymize_audit_subject(p_user_id uuid, p_pseudonym uuid) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_user text := p_user_id::text;
+  v_count bigint;
+begin
+  if p_user_id is null or p_pseudonym is null or p_user_id = p_pseudonym then
+    perform private.raise('invalid_input', 'A subject and a different pseudonym are required.');
+  end if;
+  perform private.permit('audit_pseudonymize');
+  update public.audit_log a set
+    actor_id = case when a.actor_id = p_user_id then p_pseudonym else a.actor_id end,
+    ip_address = case when a.actor_id = p_user_id then null else a.ip_address end,
+    user_agent = case when a.actor_id = p_user_id then null else a.user_agent end,
+    row_id = replace(a.row_id, v_user, p_pseudonym::text),
+    changes = case when a.changes::text like '%' || v_user || '%'
+                   then private.scrub_jsonb(a.changes, array[v_user], p_pseudonym::text) else a.changes end
+  where a.actor_id = p_user_id
+     or a.row_id like '%' || v_user || '%'
+     or a.changes::text like '%' || v_user || '%';
+  get diagnostics v_count = row_count;
+  perform private.permit('audit_pseudonymize', false);
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION pseudonymize_audit_subject(p_user_id uuid, p_pseudonym uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.pseudonymize_audit_subject(p_user_id uuid, p_pseudonym uuid) IS 'Erasure: replaces a user''s id by a pseudonym in the whole audit log (actor, row ids, changes) and drops the IP address and user agent of their entries.';
+
+
+--
+-- Name: pseudonymize_audit_values(text[], text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.pseudonymize_audit_values(p_values text[], p_replacement text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_values text[];
+  v_patterns text[];
+  v_row_patterns text[];
+  v_count bigint;
+begin
+  -- Short values match only whole strings (private.scrub_text), so they are looked for as such.
+  select array_agg(distinct v), array_agg(distinct private.jsonb_text_pattern(v, char_length(v) < 4)),
+         array_agg(distinct case when char_length(v) >= 4 then '%' || replace(replace(replace(v, '\', '\\'), '%', '\%'), '_', '\_') || '%'
+                                 else replace(replace(replace(v, '\', '\\'), '%', '\%'), '_', '\_') end)
+  into v_values, v_patterns, v_row_patterns
+  from unnest(p_values) v where v is not null and char_length(v) >= 2;
+  if v_values is null or p_replacement is null then
+    perform private.raise('invalid_input', 'Values of at least 2 characters and a replacement are required.');
+  end if;
+  perform private.permit('audit_pseudonymize');
+  with scrubbed as (
+    select a.id, a.occurred_at,
+           private.scrub_jsonb(a.changes, v_values, p_replacement) as changes,
+           private.scrub_text(a.row_id, v_values, p_replacement) as row_id
+    from public.audit_log a
+    where a.changes::text ilike any (v_patterns) or a.row_id ilike any (v_row_patterns)
+  )
+  update public.audit_log a set changes = s.changes, row_id = s.row_id
+  from scrubbed s
+  where a.id = s.id and a.occurred_at = s.occurred_at
+    and (a.changes is distinct from s.changes or a.row_id is distinct from s.row_id);
+  get diagnostics v_count = row_count;
+  perform private.permit('audit_pseudonymize', false);
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION pseudonymize_audit_values(p_values text[], p_replacement text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.pseudonymize_audit_values(p_values text[], p_replacement text) IS 'Erasure: replaces the given strings (an email, a name, a phone) in the changes and row ids of the whole audit log.';
+
+
+--
+-- Name: purge_batch(uuid, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.purge_batch(p_purge_id uuid, p_batch integer DEFAULT 5000) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations;
+  v_table record;
+  v_rows integer;
+  -- Money records stay (the tenancy chapter's tombstone keeps the ledger and overage); the
+  -- organization's own row goes last, its cascade taking what little is left.
+  v_kept text[] := array['public.credit_ledger', 'public.credit_overages'];
+begin
+  perform private.require_service_role('Only the lifecycle job purges.');
+  -- The rows go without a copy of each into the audit log (that would keep the data the purge
+  -- removes); the purge's steps are audit actions of their own.
+  perform private.permit('audit_skip');
+  -- Its outbox events go too: their payloads are its data, and no one is left to deliver them to.
+  perform private.permit('purge_events');
+  select * into v_purge from public.purge_operations where id = p_purge_id for update;
+  if v_purge.id is null or v_purge.status <> 'executing' then
+    perform private.raise('purge_not_found', 'No executing purge has this id.');
+  end if;
+  for v_table in
+    select format('%I.%I', c.table_schema, c.table_name) as name
+    from information_schema.columns c
+    join information_schema.tables t on t.table_schema = c.table_schema and t.table_name = c.table_name and t.table_type = 'BASE TABLE'
+    where c.table_schema in ('public', 'private') and c.column_name = 'organization_id'
+      and format('%I.%I', c.table_schema, c.table_name) <> all (v_kept)
+      and not exists (select 1 from pg_class k join pg_namespace n on n.oid = k.relnamespace
+                      where n.nspname = c.table_schema and k.relname = c.table_name and k.relispartition)
+      -- The memberships go with the organization (an organization keeps an owner while it exists).
+      and c.table_name not in ('audit_log', 'purge_operations', 'deleted_organizations', 'data_exports', 'organization_members')
+    -- Leaves first: a table nothing references goes before the tables it references.
+    order by (select count(*) from pg_constraint k where k.confrelid = format('%I.%I', c.table_schema, c.table_name)::regclass), 1
+  loop
+    begin
+      execute format('delete from %s where ctid = any (array(select ctid from %s where organization_id = %L limit %s))',
+        v_table.name, v_table.name, v_purge.organization_id, p_batch);
+      get diagnostics v_rows = row_count;
+    exception when foreign_key_violation then
+      -- Rows of another table still reference these: that table's turn comes first.
+      v_rows := 0;
+    end;
+    if v_rows > 0 then
+      update public.purge_operations set progress = jsonb_set(progress, array[v_table.name],
+        to_jsonb(coalesce((progress ->> v_table.name)::bigint, 0) + v_rows)) where id = p_purge_id;
+      return jsonb_build_object('table', v_table.name, 'rows', v_rows);
+    end if;
+  end loop;
+  if exists (select 1 from public.organizations where id = v_purge.organization_id) then
+    -- Unbilled overage and an unsettled credit account still refuse (unsettled_balance): the
+    -- purge waits for billing, it never loses money.
+    -- Its exports that never got an archive (the others left with their objects).
+    delete from private.data_exports where organization_id = v_purge.organization_id and object_name is null;
+    delete from public.organizations where id = v_purge.organization_id;
+    return jsonb_build_object('table', 'public.organizations', 'rows', 1);
+  end if;
+  return jsonb_build_object('done', true);
+end
+$$;
+
+
+--
+-- Name: FUNCTION purge_batch(p_purge_id uuid, p_batch integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.purge_batch(p_purge_id uuid, p_batch integer) IS 'Deletes one batch of a purge (one table, up to p_batch rows); done when the organization is gone.';
+
+
+--
 -- Name: purge_credit_idempotency_keys(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4756,9 +7405,11 @@ declare
 begin
   perform private.permit('purge');
   for v_org in
-    select organization_id from private.deleted_organizations
-    where records_purged_at is null and records_retained_until <= p_now
-    order by records_retained_until
+    select d.organization_id from private.deleted_organizations d
+    where d.records_purged_at is null and d.records_retained_until <= p_now
+      and not exists (select 1 from private.legal_holds h where h.released_at is null
+                      and (h.organization_id is null or h.organization_id = d.organization_id))
+    order by d.records_retained_until
     limit p_limit
     for update skip locked
   loop
@@ -4809,6 +7460,36 @@ $$;
 --
 
 COMMENT ON FUNCTION private.purge_domain_events(p_now timestamp with time zone) IS 'Deletes events older than the retention that no consumer still has pending (their deliveries go with them); pg_cron, daily.';
+
+
+--
+-- Name: purge_files(uuid, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.purge_files(p_purge_id uuid, p_limit integer DEFAULT 500) RETURNS TABLE(file_id uuid, store text, object_name text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select id, store, object_name from (
+    select f.id, f.store, f.object_name from public.files f
+    join public.purge_operations p on p.organization_id = f.organization_id
+    where p.id = p_purge_id
+    union all
+    -- Its exports too (the one offered before the purge included): they are its data.
+    select e.id, e.store, e.object_name from private.data_exports e
+    join public.purge_operations p on p.organization_id = e.organization_id
+    where p.id = p_purge_id and e.object_name is not null
+  ) o
+  order by id
+  limit p_limit
+$$;
+
+
+--
+-- Name: FUNCTION purge_files(p_purge_id uuid, p_limit integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.purge_files(p_purge_id uuid, p_limit integer) IS 'The next stored objects of a purged organization to remove: its files and its exports.';
 
 
 --
@@ -4968,6 +7649,25 @@ COMMENT ON FUNCTION private.receive_webhook(p_source text, p_receipt_id text) IS
 
 
 --
+-- Name: record_activity(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_activity(p_organization_id uuid, p_user_id uuid, p_kind text, p_now timestamp with time zone DEFAULT now()) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into private.activity_events (organization_id, user_id, kind, occurred_at) values (p_organization_id, p_user_id, p_kind, p_now)
+$$;
+
+
+--
+-- Name: FUNCTION record_activity(p_organization_id uuid, p_user_id uuid, p_kind text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_activity(p_organization_id uuid, p_user_id uuid, p_kind text, p_now timestamp with time zone) IS 'Records that an organization was used (one cheap insert).';
+
+
+--
 -- Name: record_billing_customer(uuid, text, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -4993,6 +7693,75 @@ $$;
 --
 
 COMMENT ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text) IS 'Stores an organization''s Stripe customer (the first one wins); returns the stored id.';
+
+
+--
+-- Name: record_consent(text, text, text, text, uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) RETURNS public.consent_records
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_role text := private.caller_role();
+  v_caller uuid := auth.uid();
+  v_user uuid;
+  v_email text;
+begin
+  if p_purpose is null or not exists (select 1 from public.consent_purposes where key = p_purpose) then
+    perform private.raise('invalid_purpose', format('No consent purpose has the key %L.', p_purpose));
+  end if;
+  if p_status is null or p_status not in ('given', 'revoked') then
+    perform private.raise('invalid_consent', 'A consent is given or revoked.');
+  end if;
+  if p_source is null or p_source !~ '^[a-z][a-z0-9_]{0,49}$' then
+    perform private.raise('invalid_consent', 'A source is 1 to 50 lower-case letters, digits and underscores (signup_form, settings, import, api).');
+  end if;
+  if p_policy_version is not null and char_length(btrim(p_policy_version)) not between 1 and 100 then
+    perform private.raise('invalid_consent', 'A policy version is 1 to 100 characters.');
+  end if;
+
+  if p_email is null then
+    if v_caller is null then
+      if v_role = 'service_role' then
+        perform private.raise('invalid_consent', 'Name the person: pass p_email, or call with their token.');
+      end if;
+      perform private.require_user();
+    end if;
+    if p_organization_id is not null then
+      perform private.authorize(p_organization_id);
+    end if;
+    v_user := v_caller;
+    v_email := (select lower(u.email) from auth.users u where u.id = v_caller);
+  else
+    v_email := lower(btrim(p_email));
+    if not private.is_email(v_email) then
+      perform private.raise('invalid_email', 'Not an email address (at most 320 characters).');
+    end if;
+    if v_role <> 'service_role' then
+      perform private.require_user();
+      if p_organization_id is null then
+        perform private.raise('invalid_consent', 'A contact''s consent is recorded for an organization: pass p_organization_id.');
+      end if;
+      perform private.require_member(p_organization_id, '{owner,admin}', 'Only owners and admins record the consent of the organization''s contacts.');
+    elsif p_organization_id is not null then
+      perform private.require_organization(p_organization_id);
+    end if;
+    v_user := (select u.id from auth.users u where lower(u.email) = v_email order by u.created_at limit 1);
+  end if;
+
+  return private.insert_consent(v_user, v_email, p_organization_id, p_purpose, p_status, p_source,
+    nullif(btrim(p_policy_version), ''), v_caller);
+end
+$_$;
+
+
+--
+-- Name: FUNCTION record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) IS 'The body of record_consent.';
 
 
 --
@@ -5105,6 +7874,38 @@ COMMENT ON FUNCTION private.record_organization_deletion() IS 'Trigger: writes t
 
 
 --
+-- Name: record_preference_consent(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_preference_consent() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purpose text := (select key from public.consent_purposes where email_category = new.category);
+  v_email text;
+begin
+  if v_purpose is null then
+    return null;
+  end if;
+  v_email := (select lower(u.email) from auth.users u where u.id = new.user_id);
+  if private.has_consent(new.user_id, v_email, v_purpose) is distinct from new.subscribed then
+    perform private.insert_consent(new.user_id, v_email, null, v_purpose,
+      case when new.subscribed then 'given' else 'revoked' end, 'email_preferences', null, auth.uid());
+  end if;
+  return null;
+end
+$$;
+
+
+--
+-- Name: FUNCTION record_preference_consent(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.record_preference_consent() IS 'Trigger: a mail preference that changes the consent of its purpose records it.';
+
+
+--
 -- Name: record_statement_bill_failure(uuid, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -5202,6 +8003,40 @@ $$;
 --
 
 COMMENT ON FUNCTION private.record_stripe_event(p_event jsonb) IS 'Stores a verified Stripe event once; new, pending (a retry) or done (a replay).';
+
+
+--
+-- Name: refresh_audit_columns(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.refresh_audit_columns() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_table text;
+begin
+  for v_table in
+    select distinct t from unnest(array[
+      case when tg_op in ('INSERT', 'UPDATE') then new.table_name end,
+      case when tg_op in ('UPDATE', 'DELETE') then old.table_name end]) t
+    where t is not null
+  loop
+    if exists (select 1 from pg_catalog.pg_trigger g
+               where g.tgrelid = to_regclass(v_table) and g.tgname = 'audit_row' and g.tgparentid = 0) then
+      perform private.enable_audit(to_regclass(v_table));
+    end if;
+  end loop;
+  return null;
+end
+$$;
+
+
+--
+-- Name: FUNCTION refresh_audit_columns(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.refresh_audit_columns() IS 'Trigger: re-runs enable_audit for an audited table whose excluded or included columns changed.';
 
 
 --
@@ -5475,6 +8310,73 @@ $$;
 --
 
 COMMENT ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) IS 'Starts the next billing period of organizations whose period ended and that no live Stripe subscription bills (pg_cron, every 5 minutes); returns how many it renewed.';
+
+
+--
+-- Name: request_organization_purge(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) RETURNS public.purge_operations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_reason text := private.check_reason(p_reason);
+begin
+  if not (private.caller_role() = 'service_role' or private.is_platform_admin()) then
+    perform private.require_member(p_organization_id, '{owner}', 'Only owners ask for their organization''s deletion.');
+    if p_scheduled_for is not null then
+      perform private.raise('not_authorized', 'Only platform admins schedule a purge for a given time.');
+    end if;
+  end if;
+  return private.start_purge(p_organization_id, v_reason, now(), p_scheduled_for);
+end
+$$;
+
+
+--
+-- Name: FUNCTION request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) IS 'The body of request_organization_purge.';
+
+
+--
+-- Name: request_subject_export(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.request_subject_export(p_request_id uuid) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_request public.data_subject_requests;
+  v_export uuid;
+begin
+  perform private.require_operator();
+  select * into v_request from public.data_subject_requests where id = p_request_id for update;
+  if v_request.id is null or v_request.kind not in ('access', 'portability') then
+    perform private.raise('request_not_found', 'No access or portability request has this id.');
+  end if;
+  if v_request.export_id is not null then
+    return v_request.export_id;
+  end if;
+  insert into private.data_exports (scope, request_id, organization_id, subject_user_id, subject_email)
+  values ('subject', v_request.id, v_request.organization_id, v_request.subject_user_id, v_request.subject_email)
+  returning id into v_export;
+  update public.data_subject_requests set export_id = v_export,
+    status = case when status in ('received', 'verifying') then 'in_progress'::public.data_subject_request_status else status end
+  where id = p_request_id;
+  return v_export;
+end
+$$;
+
+
+--
+-- Name: FUNCTION request_subject_export(p_request_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.request_subject_export(p_request_id uuid) IS 'Starts the export that answers an access or portability request (operators, service role).';
 
 
 --
@@ -5787,6 +8689,9 @@ declare
   v_rows bigint;
   v_outcome private.job_outcome := 'succeeded';
   v_error text;
+  v_actor_kind text := coalesce(current_setting('app.actor_kind', true), '');
+  v_actor_id text := coalesce(current_setting('app.actor_id', true), '');
+  v_request_id text := coalesce(current_setting('app.request_id', true), '');
 begin
   select * into v_job from private.jobs where name = p_name and kind = 'sql';
   if not found or not v_job.enabled then
@@ -5797,12 +8702,18 @@ begin
     return;
   end if;
   insert into private.job_runs (job_name, started_at) values (p_name, p_now) returning id into v_run;
+  perform set_config('app.actor_kind', 'job', true);
+  perform set_config('app.actor_id', '', true);
+  perform set_config('app.request_id', format('job:%s:%s', p_name, v_run), true);
   begin
     execute format('select (%s)::bigint', v_job.command) into v_rows;
   exception when others then
     v_outcome := 'failed';
     v_error := left(sqlerrm, 2000);
   end;
+  perform set_config('app.actor_kind', v_actor_kind, true);
+  perform set_config('app.actor_id', v_actor_id, true);
+  perform set_config('app.request_id', v_request_id, true);
   update private.job_runs set finished_at = clock_timestamp(), outcome = v_outcome, rows_affected = v_rows, error = v_error
   where id = v_run;
   update private.jobs set last_started_at = p_now, last_finished_at = clock_timestamp(), last_outcome = v_outcome, last_error = v_error
@@ -5815,7 +8726,138 @@ $$;
 -- Name: FUNCTION run_job(p_name text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.run_job(p_name text, p_now timestamp with time zone) IS 'Runs a SQL job and records the run (skipped when the previous run still holds the job''s lock).';
+COMMENT ON FUNCTION private.run_job(p_name text, p_now timestamp with time zone) IS 'Runs a SQL job and records the run (skipped when the previous run still holds the job''s lock); what it changes is audited as done by the job.';
+
+
+--
+-- Name: scrub_jsonb(jsonb, text[], text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.scrub_jsonb(p_value jsonb, p_values text[], p_replacement text) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case jsonb_typeof(p_value)
+    when 'object' then (select coalesce(jsonb_object_agg(e.key, private.scrub_jsonb(e.value, p_values, p_replacement)), '{}'::jsonb)
+                        from jsonb_each(p_value) e)
+    when 'array' then (select coalesce(jsonb_agg(private.scrub_jsonb(e.value, p_values, p_replacement) order by e.ord), '[]'::jsonb)
+                       from jsonb_array_elements(p_value) with ordinality e (value, ord))
+    when 'string' then to_jsonb(private.scrub_text(p_value #>> '{}', p_values, p_replacement))
+    else p_value
+  end
+$$;
+
+
+--
+-- Name: FUNCTION scrub_jsonb(p_value jsonb, p_values text[], p_replacement text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.scrub_jsonb(p_value jsonb, p_values text[], p_replacement text) IS 'Replaces the given values in every string of a JSON value (private.scrub_text), at any depth.';
+
+
+--
+-- Name: scrub_text(text, text[], text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.scrub_text(p_text text, p_values text[], p_replacement text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_value text;
+  v_result text := p_text;
+begin
+  if p_text is null then
+    return null;
+  end if;
+  foreach v_value in array p_values loop
+    continue when v_value is null or v_value = '';
+    if lower(v_result) = lower(v_value) then
+      v_result := p_replacement;
+    elsif char_length(v_value) >= 4 and strpos(lower(v_result), lower(v_value)) > 0 then
+      v_result := regexp_replace(v_result, regexp_replace(v_value, '([^[:alnum:][:space:]])', '\\\1', 'g'),
+                                 replace(p_replacement, '\', '\\'), 'gi');
+    end if;
+  end loop;
+  return v_result;
+end
+$$;
+
+
+--
+-- Name: FUNCTION scrub_text(p_text text, p_values text[], p_replacement text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.scrub_text(p_text text, p_values text[], p_replacement text) IS 'Replaces the given values in a string, case-insensitively (values under 4 characters only as the whole string).';
+
+
+--
+-- Name: scrub_values(text[], text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.scrub_values(p_values text[], p_replacement text) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_col record;
+  v_value text;
+  v_rows integer;
+  v_total integer := 0;
+  v_patterns text[] := array(select '%' || replace(replace(v, '%', '\%'), '_', '\_') || '%' from unnest(p_values) v where char_length(v) >= 3);
+begin
+  if cardinality(v_patterns) = 0 then
+    return 0;
+  end if;
+  perform private.permit('gdpr_erasure');
+  perform private.permit('audit_pseudonymize');
+  for v_col in
+    select c.table_schema, c.table_name, c.column_name, c.data_type,
+           case when c.data_type = 'ARRAY' then 'text[]' else c.data_type end as cast_type
+    from information_schema.columns c
+    join information_schema.tables t on t.table_schema = c.table_schema and t.table_name = c.table_name and t.table_type = 'BASE TABLE'
+    where c.table_schema in ('public', 'private')
+      and (c.data_type in ('text', 'character varying', 'jsonb', 'json') or (c.data_type = 'ARRAY' and c.udt_name = '_text'))
+      and c.is_generated = 'NEVER'
+      and not (c.table_schema = 'private' and c.table_name in ('error_codes', 'error_classes', 'settings', 'jobs', 'personal_data_columns',
+                                                             'personal_data_subjects', 'non_personal_columns', 'email_templates'))
+    order by 1, 2, 3
+  loop
+    foreach v_value in array p_values loop
+      continue when char_length(v_value) < 3;
+      execute format(
+        case when v_col.data_type in ('jsonb', 'json', 'ARRAY')
+          then 'update %1$I.%2$I set %3$I = replace(%3$I::text, %4$L, %5$L)::%6$s where %3$I::text ilike %7$L'
+          else 'update %1$I.%2$I set %3$I = replace(%3$I, %4$L, %5$L) where %3$I ilike %7$L' end,
+        v_col.table_schema, v_col.table_name, v_col.column_name, v_value, p_replacement, v_col.cast_type,
+        '%' || replace(replace(v_value, '%', '\%'), '_', '\_') || '%');
+      get diagnostics v_rows = row_count;
+      v_total := v_total + v_rows;
+      -- Case variants of an email (Alice@Example.com): lower-case both sides.
+      if v_value ~ '@' then
+        execute format(
+          case when v_col.data_type in ('jsonb', 'json', 'ARRAY')
+            then 'update %1$I.%2$I set %3$I = regexp_replace(%3$I::text, %4$L, %5$L, ''gi'')::%6$s where %3$I::text ilike %7$L'
+            else 'update %1$I.%2$I set %3$I = regexp_replace(%3$I, %4$L, %5$L, ''gi'') where %3$I ilike %7$L' end,
+          v_col.table_schema, v_col.table_name, v_col.column_name, regexp_replace(v_value, '([.+*?^$()\[\]{}|\\])', '\\\1', 'g'),
+          p_replacement, v_col.cast_type, '%' || replace(replace(v_value, '%', '\%'), '_', '\_') || '%');
+        get diagnostics v_rows = row_count;
+        v_total := v_total + v_rows;
+      end if;
+    end loop;
+  end loop;
+  perform private.permit('gdpr_erasure', false);
+  perform private.permit('audit_pseudonymize', false);
+  return v_total;
+end
+$_$;
+
+
+--
+-- Name: FUNCTION scrub_values(p_values text[], p_replacement text); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.scrub_values(p_values text[], p_replacement text) IS 'Replaces the given strings (a subject''s email, name, phone) in every text and JSON column of public and private.';
 
 
 --
@@ -6075,6 +9117,38 @@ COMMENT ON FUNCTION private.site_url() IS 'The frontend''s address mail links po
 
 
 --
+-- Name: start_due_purges(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.start_due_purges(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations;
+  v_count integer := 0;
+begin
+  for v_purge in
+    select * from public.purge_operations
+    where status in ('export_ready', 'acknowledged') and scheduled_for <= p_now
+    for update skip locked
+  loop
+    perform private.move_purge(v_purge.id, 'executing', '{}'::jsonb, p_now);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION start_due_purges(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.start_due_purges(p_now timestamp with time zone) IS 'Moves due purges to executing; returns how many.';
+
+
+--
 -- Name: start_job_run(text, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -6196,6 +9270,52 @@ $$;
 --
 
 COMMENT ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone) IS 'Starts a billing period on a plan: expires the old allocation, grants the new one (unless p_grant_allocation is false) until p_period_end (default: start + the plan''s period), resets thresholds.';
+
+
+--
+-- Name: start_purge(uuid, text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.start_purge(p_organization_id uuid, p_reason text, p_now timestamp with time zone, p_scheduled_for timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS public.purge_operations
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_purge public.purge_operations;
+  v_org public.organizations;
+  v_when timestamptz;
+  v_recipient text;
+begin
+  select * into v_org from public.organizations where id = p_organization_id;
+  if v_org.id is null then
+    perform private.raise('organization_not_found', 'No organization has this id.');
+  end if;
+  if exists (select 1 from public.purge_operations where organization_id = p_organization_id and status not in ('completed', 'cancelled')) then
+    perform private.raise('purge_in_progress', 'The organization has a purge under way already.');
+  end if;
+  v_when := coalesce(p_scheduled_for, p_now + (private.inactivity_policy_of(p_organization_id)).grace_period);
+  insert into public.purge_operations (organization_id, organization_name, reason, requested_by, requested_at)
+  values (p_organization_id, v_org.name, p_reason, auth.uid(), p_now)
+  returning * into v_purge;
+  perform private.audit_action(p_organization_id, 'purge_requested', 'public.purge_operations', v_purge.id::text, jsonb_build_object('reason', p_reason));
+  v_purge := private.move_purge(v_purge.id, 'scheduled', jsonb_build_object('scheduled_for', v_when), p_now);
+  update public.inactivity_trackers set state = 'purge_scheduled' where organization_id = p_organization_id;
+  for v_recipient in select email from private.member_emails(p_organization_id, '{owner}') loop
+    perform private.enqueue_email('data_purge_scheduled', v_recipient, jsonb_build_object(
+      'organizationName', v_org.name, 'purgeAt', v_when, 'exportUrl', null,
+      'cancelUrl', private.site_url() || '/settings/organization?cancel_purge=' || v_purge.id),
+      format('purge:%s:scheduled:%s', v_purge.id, v_recipient), p_organization_id);
+  end loop;
+  return v_purge;
+end
+$$;
+
+
+--
+-- Name: FUNCTION start_purge(p_organization_id uuid, p_reason text, p_now timestamp with time zone, p_scheduled_for timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.start_purge(p_organization_id uuid, p_reason text, p_now timestamp with time zone, p_scheduled_for timestamp with time zone) IS 'Requests and schedules a purge of an organization, mailing its owners.';
 
 
 --
@@ -6525,6 +9645,25 @@ $$;
 --
 
 COMMENT ON FUNCTION private.stripe_time(p_epoch text) IS 'A Stripe timestamp (seconds since the epoch, as text) as timestamptz.';
+
+
+--
+-- Name: subject_tables(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.subject_tables() RETURNS TABLE(table_name text, subject_column text, subject_kind text)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select s.table_name, s.subject_column, s.subject_kind from private.personal_data_subjects s order by 1, 2
+$$;
+
+
+--
+-- Name: FUNCTION subject_tables(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.subject_tables() IS 'Every table the rows about a person are found in, with the columns that name them (user_id or email).';
 
 
 --
@@ -6889,6 +10028,28 @@ COMMENT ON FUNCTION private.track_grant_expiry() IS 'Trigger: an earlier expiry 
 
 
 --
+-- Name: track_new_organization(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.track_new_organization() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  insert into public.inactivity_trackers (organization_id, last_activity_at) values (new.id, now()) on conflict do nothing;
+  return null;
+end
+$$;
+
+
+--
+-- Name: FUNCTION track_new_organization(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.track_new_organization() IS 'Trigger: starts an organization''s inactivity tracker.';
+
+
+--
 -- Name: unsubscribe_email(text, public.email_category); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -6899,8 +10060,12 @@ CREATE FUNCTION private.unsubscribe_email(p_email text, p_category public.email_
 declare
   v_email text := lower(btrim(p_email));
   v_user uuid;
+  v_purpose text := (select key from public.consent_purposes where email_category = p_category);
 begin
   select id into v_user from auth.users where lower(email) = v_email order by created_at limit 1;
+  if v_purpose is not null then
+    perform private.insert_consent(v_user, v_email, null, v_purpose, 'revoked', 'unsubscribe_link', null, null);
+  end if;
   if v_user is not null then
     insert into public.email_preferences (user_id, category, subscribed) values (v_user, p_category, false)
     on conflict (user_id, category) do update set subscribed = false;
@@ -6916,7 +10081,7 @@ $$;
 -- Name: FUNCTION unsubscribe_email(p_email text, p_category public.email_category); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) IS 'Turns a category of non-required mail off for an address: its user''s preference, or a suppression.';
+COMMENT ON FUNCTION private.unsubscribe_email(p_email text, p_category public.email_category) IS 'Turns a category of non-required mail off for an address: consent revoked, and its user''s preference or a suppression.';
 
 
 --
@@ -7034,6 +10199,41 @@ COMMENT ON FUNCTION private.verify_credit_ledger(p_organization_id uuid) IS 'Rec
 
 
 --
+-- Name: warn_gdpr_deadlines(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.warn_gdpr_deadlines(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_request public.data_subject_requests;
+  v_count integer := 0;
+begin
+  for v_request in
+    select * from public.data_subject_requests
+    where status not in ('completed', 'rejected') and warned_at is null
+      and due_at <= p_now + (private.setting('gdpr_deadline_warning') #>> '{}')::interval
+    for update skip locked
+  loop
+    update public.data_subject_requests set warned_at = p_now where id = v_request.id;
+    perform private.append_domain_event(v_request.organization_id, 'gdpr.deadline_near',
+      jsonb_build_object('request_id', v_request.id, 'kind', v_request.kind, 'due_at', v_request.due_at, 'status', v_request.status));
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
+
+--
+-- Name: FUNCTION warn_gdpr_deadlines(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.warn_gdpr_deadlines(p_now timestamp with time zone) IS 'Warns operators (a gdpr.deadline_near event) of open requests near their deadline; returns how many.';
+
+
+--
 -- Name: accept_invitation(text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -7050,6 +10250,63 @@ $$;
 --
 
 COMMENT ON FUNCTION public.accept_invitation(p_token text) IS 'Joins the organization of an invitation sent to the caller''s email. Returns {organization_id, role}. Errors: not_authenticated, invitation_not_found, invitation_already_accepted, invitation_expired, invitation_email_mismatch.';
+
+
+--
+-- Name: acknowledge_organization_purge(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.acknowledge_organization_purge(p_purge_id uuid) RETURNS public.purge_operations
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.acknowledge_organization_purge(p_purge_id)
+$$;
+
+
+--
+-- Name: FUNCTION acknowledge_organization_purge(p_purge_id uuid); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.acknowledge_organization_purge(p_purge_id uuid) IS 'An owner acknowledges the export offered before a purge.';
+
+
+--
+-- Name: advance_data_subject_request(uuid, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text DEFAULT NULL::text) RETURNS public.data_subject_requests
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.advance_data_subject_request(p_request_id, p_status, p_reason)
+$$;
+
+
+--
+-- Name: FUNCTION advance_data_subject_request(p_request_id uuid, p_status text, p_reason text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) IS 'Moves a data-subject request to verifying, in_progress, completed or rejected (with a reason) — platform admins and the service role.';
+
+
+--
+-- Name: cancel_organization_purge(uuid, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.cancel_organization_purge(p_purge_id uuid, p_reason text) RETURNS public.purge_operations
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.cancel_organization_purge(p_purge_id, p_reason)
+$$;
+
+
+--
+-- Name: FUNCTION cancel_organization_purge(p_purge_id uuid, p_reason text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.cancel_organization_purge(p_purge_id uuid, p_reason text) IS 'Cancels a purge not yet executing (owners, platform admins), with the reason.';
 
 
 --
@@ -7203,6 +10460,25 @@ COMMENT ON FUNCTION public.create_organization(p_name text, p_slug text) IS 'Cre
 
 
 --
+-- Name: file_data_subject_request(text, uuid, text, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.file_data_subject_request(p_kind text, p_organization_id uuid DEFAULT NULL::uuid, p_subject_email text DEFAULT NULL::text, p_details jsonb DEFAULT '{}'::jsonb) RETURNS public.data_subject_requests
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.file_data_subject_request(p_kind, p_organization_id, p_subject_email, p_details)
+$$;
+
+
+--
+-- Name: FUNCTION file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb) IS 'Files a GDPR request (access, portability, erasure, rectification): about yourself, or (owners and admins, with p_organization_id) about a person your organization holds data about, by email. Answered within a month.';
+
+
+--
 -- Name: file_store_for(text, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -7219,6 +10495,44 @@ $$;
 --
 
 COMMENT ON FUNCTION public.file_store_for(p_context text, p_published boolean) IS 'Which store a file goes to: private (invoice, receipt, legal_doc, user_upload, customer_document, data_export, and anything unpublished) or public (a published kb_article or public_asset).';
+
+
+--
+-- Name: force_organization_purge(uuid, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.force_organization_purge(p_purge_id uuid, p_reason text) RETURNS public.purge_operations
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.force_organization_purge(p_purge_id, p_reason)
+$$;
+
+
+--
+-- Name: FUNCTION force_organization_purge(p_purge_id uuid, p_reason text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.force_organization_purge(p_purge_id uuid, p_reason text) IS 'Runs a purge now, past its grace period and export (platform admins, service role), with the reason.';
+
+
+--
+-- Name: get_consents(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.get_consents(p_user_id uuid DEFAULT auth.uid()) RETURNS TABLE(purpose text, granted boolean, recorded_at timestamp with time zone, source text, policy_version text)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select * from private.get_consents(p_user_id)
+$$;
+
+
+--
+-- Name: FUNCTION get_consents(p_user_id uuid); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.get_consents(p_user_id uuid) IS 'One row per purpose: whether the user consents now, and when, how and under which policy version they last chose (null: the default). Their own; the service role anyone''s.';
 
 
 --
@@ -7429,6 +10743,25 @@ COMMENT ON FUNCTION public.post_credit_account_transaction(p_organization_id uui
 
 
 --
+-- Name: record_consent(text, text, text, text, uuid, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text DEFAULT NULL::text, p_organization_id uuid DEFAULT NULL::uuid, p_email text DEFAULT NULL::text) RETURNS public.consent_records
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.record_consent(p_purpose, p_status, p_source, p_policy_version, p_organization_id, p_email)
+$$;
+
+
+--
+-- Name: FUNCTION record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) IS 'Records consent given or revoked to a purpose: the caller''s own (p_email null), or an organization''s contact''s (p_email, p_organization_id; owners and admins). Errors: invalid_purpose, invalid_consent, invalid_email, not_authorized, not_authenticated.';
+
+
+--
 -- Name: refund_credits(uuid, jsonb, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -7483,6 +10816,25 @@ $$;
 --
 
 COMMENT ON FUNCTION public.remove_member(p_organization_id uuid, p_user_id uuid) IS 'Removes a member (owners and admins; only owners remove owners; never the last owner). Errors: not_authenticated, not_authorized, member_not_found, last_owner.';
+
+
+--
+-- Name: request_organization_purge(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS public.purge_operations
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.request_organization_purge(p_organization_id, p_reason, p_scheduled_for)
+$$;
+
+
+--
+-- Name: FUNCTION request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) IS 'Deletes an organization the careful way (owners; platform admins may give the time): a purge scheduled after the grace period, an export offered first, money records kept.';
 
 
 --
@@ -7597,6 +10949,424 @@ $$;
 --
 
 COMMENT ON FUNCTION public.update_member_role(p_organization_id uuid, p_user_id uuid, p_role text) IS 'Changes a member''s role. Owners change anyone; admins cannot touch owners or grant owner. Errors: not_authenticated, not_authorized, invalid_role, member_not_found, last_owner.';
+
+
+--
+-- Name: activity_events; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.activity_events (
+    id bigint NOT NULL,
+    organization_id uuid NOT NULL,
+    user_id uuid,
+    kind text NOT NULL,
+    occurred_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT activity_events_kind_check CHECK ((kind = ANY (ARRAY['sign_in'::text, 'api_call'::text, 'consumption'::text, 'other'::text])))
+);
+
+
+--
+-- Name: TABLE activity_events; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.activity_events IS 'Activity callers record (sign-ins, API calls); folded into inactivity_trackers and deleted by lifecycle-inactivity.';
+
+
+--
+-- Name: COLUMN activity_events.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.activity_events.id IS 'The event.';
+
+
+--
+-- Name: COLUMN activity_events.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.activity_events.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN activity_events.user_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.activity_events.user_id IS 'Who, when known.';
+
+
+--
+-- Name: COLUMN activity_events.kind; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.activity_events.kind IS 'sign_in, api_call, consumption, other.';
+
+
+--
+-- Name: COLUMN activity_events.occurred_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.activity_events.occurred_at IS 'When.';
+
+
+--
+-- Name: activity_events_id_seq; Type: SEQUENCE; Schema: private; Owner: -
+--
+
+ALTER TABLE private.activity_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME private.activity_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: audit_excluded_columns; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.audit_excluded_columns (
+    table_name text NOT NULL,
+    column_name text NOT NULL,
+    reason text NOT NULL,
+    CONSTRAINT audit_excluded_columns_column_name_check CHECK (((char_length(column_name) >= 1) AND (char_length(column_name) <= 63))),
+    CONSTRAINT audit_excluded_columns_reason_check CHECK (((char_length(reason) >= 1) AND (char_length(reason) <= 500))),
+    CONSTRAINT audit_excluded_columns_table_name_check CHECK ((table_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE audit_excluded_columns; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.audit_excluded_columns IS 'Columns never copied into the audit log besides those whose names look secret (token, hash, secret, password, key, signature): bearer links, large or secret values.';
+
+
+--
+-- Name: COLUMN audit_excluded_columns.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_excluded_columns.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN audit_excluded_columns.column_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_excluded_columns.column_name IS 'The column.';
+
+
+--
+-- Name: COLUMN audit_excluded_columns.reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_excluded_columns.reason IS 'Why it stays out.';
+
+
+--
+-- Name: audit_exempt_tables; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.audit_exempt_tables (
+    table_name text NOT NULL,
+    reason text NOT NULL,
+    CONSTRAINT audit_exempt_tables_reason_check CHECK (((char_length(reason) >= 1) AND (char_length(reason) <= 500))),
+    CONSTRAINT audit_exempt_tables_table_name_check CHECK ((table_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE audit_exempt_tables; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.audit_exempt_tables IS 'Tables with an organization_id that are deliberately not audited row by row, and why (a test fails for a tenant table neither audited nor listed here).';
+
+
+--
+-- Name: COLUMN audit_exempt_tables.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_exempt_tables.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN audit_exempt_tables.reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_exempt_tables.reason IS 'Why it is not audited.';
+
+
+--
+-- Name: audit_included_columns; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.audit_included_columns (
+    table_name text NOT NULL,
+    column_name text NOT NULL,
+    reason text NOT NULL,
+    CONSTRAINT audit_included_columns_column_name_check CHECK (((char_length(column_name) >= 1) AND (char_length(column_name) <= 63))),
+    CONSTRAINT audit_included_columns_reason_check CHECK (((char_length(reason) >= 1) AND (char_length(reason) <= 500))),
+    CONSTRAINT audit_included_columns_table_name_check CHECK ((table_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE audit_included_columns; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.audit_included_columns IS 'Columns whose names look secret but are not (a catalogue key such as plan_key): the audit log copies them after all.';
+
+
+--
+-- Name: COLUMN audit_included_columns.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_included_columns.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN audit_included_columns.column_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_included_columns.column_name IS 'The column.';
+
+
+--
+-- Name: COLUMN audit_included_columns.reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_included_columns.reason IS 'Why it is no secret.';
+
+
+--
+-- Name: audit_log; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_log (
+    id bigint NOT NULL,
+    occurred_at timestamp with time zone DEFAULT now() NOT NULL,
+    organization_id uuid,
+    table_name text,
+    row_id text,
+    action text NOT NULL,
+    actor_id uuid,
+    actor_kind text NOT NULL,
+    changes jsonb DEFAULT '{}'::jsonb NOT NULL,
+    ip_address inet,
+    user_agent text,
+    request_id text,
+    CONSTRAINT audit_log_action_check CHECK ((action ~ '^[a-z_]{1,50}$'::text)),
+    CONSTRAINT audit_log_actor_kind_check CHECK ((actor_kind = ANY (ARRAY['user'::text, 'service_role'::text, 'platform_admin'::text, 'api_key'::text, 'job'::text, 'system'::text]))),
+    CONSTRAINT audit_log_changes_check CHECK ((jsonb_typeof(changes) = 'object'::text)),
+    CONSTRAINT audit_log_user_agent_check CHECK ((char_length(user_agent) <= 500))
+)
+PARTITION BY RANGE (occurred_at);
+
+
+--
+-- Name: TABLE audit_log; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.audit_log IS 'Who changed what and when: every insert, update and delete of the audited tables, and the domain actions RPCs record. Append-only; partitioned by month (private.audit_log_yYYYYmMM); owners and admins read their organization''s rows.';
+
+
+--
+-- Name: COLUMN audit_log.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.id IS 'The entry (unique with occurred_at; increasing within a session, roughly in time across sessions).';
+
+
+--
+-- Name: COLUMN audit_log.occurred_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.occurred_at IS 'When it happened (the partition key).';
+
+
+--
+-- Name: COLUMN audit_log.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.organization_id IS 'The organization it concerns (no foreign key: the log outlives the rows); null for actions of no organization.';
+
+
+--
+-- Name: COLUMN audit_log.table_name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.table_name IS 'The table, schema-qualified (public.customers); null for a domain action on no table.';
+
+
+--
+-- Name: COLUMN audit_log.row_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.row_id IS 'The row''s id as text (its primary key; the values joined by commas when it has several columns; at most 1000 characters).';
+
+
+--
+-- Name: COLUMN audit_log.action; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.action IS 'insert, update or delete for row changes; otherwise the domain action (exported, consent_given, erased, purge_scheduled, ...).';
+
+
+--
+-- Name: COLUMN audit_log.actor_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.actor_id IS 'Who did it: the user (auth.users.id), the API key or null (a job, the system, the service role on its own).';
+
+
+--
+-- Name: COLUMN audit_log.actor_kind; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.actor_kind IS 'user, service_role, platform_admin, api_key, job or system (a direct database connection).';
+
+
+--
+-- Name: COLUMN audit_log.changes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.changes IS 'Row changes: only the changed fields, {field: {"old": ..., "new": ...}} (insert: "new" only, delete: "old" only), never secrets. Domain actions: their details.';
+
+
+--
+-- Name: COLUMN audit_log.ip_address; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.ip_address IS 'The caller''s IP address (X-Forwarded-For, else X-Real-IP), when the request came through the API.';
+
+
+--
+-- Name: COLUMN audit_log.user_agent; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.user_agent IS 'The caller''s User-Agent (at most 500 characters).';
+
+
+--
+-- Name: COLUMN audit_log.request_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.audit_log.request_id IS 'The request''s X-Request-Id (at most 200 characters), or the job run (job:<name>:<run id>).';
+
+
+--
+-- Name: audit_log_default; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.audit_log_default (
+    id bigint NOT NULL,
+    occurred_at timestamp with time zone DEFAULT now() NOT NULL,
+    organization_id uuid,
+    table_name text,
+    row_id text,
+    action text NOT NULL,
+    actor_id uuid,
+    actor_kind text NOT NULL,
+    changes jsonb DEFAULT '{}'::jsonb NOT NULL,
+    ip_address inet,
+    user_agent text,
+    request_id text,
+    CONSTRAINT audit_log_action_check CHECK ((action ~ '^[a-z_]{1,50}$'::text)),
+    CONSTRAINT audit_log_actor_kind_check CHECK ((actor_kind = ANY (ARRAY['user'::text, 'service_role'::text, 'platform_admin'::text, 'api_key'::text, 'job'::text, 'system'::text]))),
+    CONSTRAINT audit_log_changes_check CHECK ((jsonb_typeof(changes) = 'object'::text)),
+    CONSTRAINT audit_log_user_agent_check CHECK ((char_length(user_agent) <= 500))
+);
+
+
+--
+-- Name: TABLE audit_log_default; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.audit_log_default IS 'The audit log''s catch-all partition: rows whose month has no partition yet. Normally empty; ensure_audit_partitions moves its rows out.';
+
+
+--
+-- Name: COLUMN audit_log_default.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.id IS 'The entry (unique with occurred_at; increasing within a session, roughly in time across sessions).';
+
+
+--
+-- Name: COLUMN audit_log_default.occurred_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.occurred_at IS 'When it happened (the partition key).';
+
+
+--
+-- Name: COLUMN audit_log_default.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.organization_id IS 'The organization it concerns (no foreign key: the log outlives the rows); null for actions of no organization.';
+
+
+--
+-- Name: COLUMN audit_log_default.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.table_name IS 'The table, schema-qualified (public.customers); null for a domain action on no table.';
+
+
+--
+-- Name: COLUMN audit_log_default.row_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.row_id IS 'The row''s id as text (its primary key; the values joined by commas when it has several columns; at most 1000 characters).';
+
+
+--
+-- Name: COLUMN audit_log_default.action; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.action IS 'insert, update or delete for row changes; otherwise the domain action (exported, consent_given, erased, purge_scheduled, ...).';
+
+
+--
+-- Name: COLUMN audit_log_default.actor_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.actor_id IS 'Who did it: the user (auth.users.id), the API key or null (a job, the system, the service role on its own).';
+
+
+--
+-- Name: COLUMN audit_log_default.actor_kind; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.actor_kind IS 'user, service_role, platform_admin, api_key, job or system (a direct database connection).';
+
+
+--
+-- Name: COLUMN audit_log_default.changes; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.changes IS 'Row changes: only the changed fields, {field: {"old": ..., "new": ...}} (insert: "new" only, delete: "old" only), never secrets. Domain actions: their details.';
+
+
+--
+-- Name: COLUMN audit_log_default.ip_address; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.ip_address IS 'The caller''s IP address (X-Forwarded-For, else X-Real-IP), when the request came through the API.';
+
+
+--
+-- Name: COLUMN audit_log_default.user_agent; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.user_agent IS 'The caller''s User-Agent (at most 500 characters).';
+
+
+--
+-- Name: COLUMN audit_log_default.request_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.audit_log_default.request_id IS 'The request''s X-Request-Id (at most 200 characters), or the job run (job:<name>:<run id>).';
 
 
 --
@@ -8491,6 +12261,163 @@ ALTER TABLE private.job_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 
 
 --
+-- Name: legal_holds; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.legal_holds (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    organization_id uuid,
+    reason text NOT NULL,
+    placed_by uuid,
+    placed_at timestamp with time zone DEFAULT now() NOT NULL,
+    released_by uuid,
+    released_at timestamp with time zone,
+    CONSTRAINT legal_holds_check CHECK (((released_at IS NULL) OR (released_at >= placed_at))),
+    CONSTRAINT legal_holds_reason_check CHECK (((char_length(btrim(reason)) >= 1) AND (char_length(btrim(reason)) <= 500)))
+);
+
+
+--
+-- Name: TABLE legal_holds; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.legal_holds IS 'Legal holds: while one is unreleased, retention keeps what it covers (every audit partition; the organization''s records, or all with a null organization).';
+
+
+--
+-- Name: COLUMN legal_holds.id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_holds.id IS 'The hold.';
+
+
+--
+-- Name: COLUMN legal_holds.organization_id; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_holds.organization_id IS 'The organization it covers; null: every organization.';
+
+
+--
+-- Name: COLUMN legal_holds.reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_holds.reason IS 'Why (the case, the authority), 1 to 500 characters.';
+
+
+--
+-- Name: COLUMN legal_holds.placed_by; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_holds.placed_by IS 'The operator who placed it (auth.users.id; no foreign key: the hold outlives accounts).';
+
+
+--
+-- Name: COLUMN legal_holds.placed_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_holds.placed_at IS 'When it was placed.';
+
+
+--
+-- Name: COLUMN legal_holds.released_by; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_holds.released_by IS 'The operator who released it.';
+
+
+--
+-- Name: COLUMN legal_holds.released_at; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_holds.released_at IS 'When it was released; null while it stands.';
+
+
+--
+-- Name: legal_retention; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.legal_retention (
+    table_name text NOT NULL,
+    retention interval NOT NULL,
+    legal_basis text NOT NULL,
+    CONSTRAINT legal_retention_legal_basis_check CHECK (((char_length(legal_basis) >= 1) AND (char_length(legal_basis) <= 500))),
+    CONSTRAINT legal_retention_retention_check CHECK ((retention > '00:00:00'::interval)),
+    CONSTRAINT legal_retention_table_name_check CHECK ((table_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE legal_retention; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.legal_retention IS 'Records the law makes us keep: erasure never deletes their rows (it clears the personal fields inside); retention removes them after this long.';
+
+
+--
+-- Name: COLUMN legal_retention.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_retention.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN legal_retention.retention; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_retention.retention IS 'How long its rows are kept (from their creation, or from their organization''s deletion).';
+
+
+--
+-- Name: COLUMN legal_retention.legal_basis; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.legal_retention.legal_basis IS 'The law that makes us keep them.';
+
+
+--
+-- Name: non_personal_columns; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.non_personal_columns (
+    table_name text NOT NULL,
+    column_name text NOT NULL,
+    reason text NOT NULL,
+    CONSTRAINT non_personal_columns_column_name_check CHECK ((column_name ~ '^[a-z_][a-z0-9_]*$'::text)),
+    CONSTRAINT non_personal_columns_reason_check CHECK (((char_length(reason) >= 1) AND (char_length(reason) <= 500))),
+    CONSTRAINT non_personal_columns_table_name_check CHECK ((table_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE non_personal_columns; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.non_personal_columns IS 'Columns of a personal-looking type (text, JSON, a user-ish uuid) checked and found to hold no personal data, with the reason.';
+
+
+--
+-- Name: COLUMN non_personal_columns.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.non_personal_columns.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN non_personal_columns.column_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.non_personal_columns.column_name IS 'The column.';
+
+
+--
+-- Name: COLUMN non_personal_columns.reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.non_personal_columns.reason IS 'Why it holds no personal data.';
+
+
+--
 -- Name: outbox_consumers; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -8545,6 +12472,165 @@ COMMENT ON COLUMN private.outbox_consumers.max_attempts IS 'After this many fail
 --
 
 COMMENT ON COLUMN private.outbox_consumers.registered_at IS 'When it registered; it receives the events appended after.';
+
+
+--
+-- Name: personal_data_columns; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.personal_data_columns (
+    table_name text NOT NULL,
+    column_name text NOT NULL,
+    category private.personal_data_category NOT NULL,
+    strategy private.erasure_strategy NOT NULL,
+    retention interval,
+    legal_basis text,
+    note text,
+    CONSTRAINT personal_data_columns_check CHECK (((strategy <> 'keep'::private.erasure_strategy) OR (legal_basis IS NOT NULL))),
+    CONSTRAINT personal_data_columns_column_name_check CHECK ((column_name ~ '^[a-z_][a-z0-9_]*$'::text)),
+    CONSTRAINT personal_data_columns_legal_basis_check CHECK (((char_length(legal_basis) >= 1) AND (char_length(legal_basis) <= 500))),
+    CONSTRAINT personal_data_columns_note_check CHECK (((char_length(note) >= 1) AND (char_length(note) <= 500))),
+    CONSTRAINT personal_data_columns_retention_check CHECK ((retention > '00:00:00'::interval)),
+    CONSTRAINT personal_data_columns_table_name_check CHECK ((table_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE personal_data_columns; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.personal_data_columns IS 'Every column that holds personal data: its category and what erasure does to it. Later migrations add their own (tests/db/gdpr/02-registry.test.sql).';
+
+
+--
+-- Name: COLUMN personal_data_columns.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_columns.table_name IS 'The table, schema-qualified (public.profiles).';
+
+
+--
+-- Name: COLUMN personal_data_columns.column_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_columns.column_name IS 'The column.';
+
+
+--
+-- Name: COLUMN personal_data_columns.category; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_columns.category IS 'What kind of personal data it holds.';
+
+
+--
+-- Name: COLUMN personal_data_columns.strategy; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_columns.strategy IS 'What erasure does to it in the rows about the person.';
+
+
+--
+-- Name: COLUMN personal_data_columns.retention; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_columns.retention IS 'For keep: how long the law makes us keep it (null: as long as the row exists).';
+
+
+--
+-- Name: COLUMN personal_data_columns.legal_basis; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_columns.legal_basis IS 'For keep: why it is kept.';
+
+
+--
+-- Name: COLUMN personal_data_columns.note; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_columns.note IS 'What is in it, when that is not obvious.';
+
+
+--
+-- Name: personal_data_indirect_tables; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.personal_data_indirect_tables (
+    table_name text NOT NULL,
+    reached_by text NOT NULL,
+    reason text NOT NULL,
+    CONSTRAINT personal_data_indirect_tables_reached_by_check CHECK (((char_length(reached_by) >= 1) AND (char_length(reached_by) <= 200))),
+    CONSTRAINT personal_data_indirect_tables_reason_check CHECK (((char_length(reason) >= 1) AND (char_length(reason) <= 500))),
+    CONSTRAINT personal_data_indirect_tables_table_name_check CHECK ((table_name ~ '^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$'::text))
+);
+
+
+--
+-- Name: TABLE personal_data_indirect_tables; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.personal_data_indirect_tables IS 'Tables with personal columns but no subject column: how their rows are reached instead (their organization, the erasure''s scrub, a short retention).';
+
+
+--
+-- Name: COLUMN personal_data_indirect_tables.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_indirect_tables.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN personal_data_indirect_tables.reached_by; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_indirect_tables.reached_by IS 'What finds its rows: organization_id, the scrub of the subject''s values, a purge job.';
+
+
+--
+-- Name: COLUMN personal_data_indirect_tables.reason; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_indirect_tables.reason IS 'Why no person''s erasure needs a subject column here.';
+
+
+--
+-- Name: personal_data_subjects; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.personal_data_subjects (
+    table_name text NOT NULL,
+    subject_column text NOT NULL,
+    subject_kind text NOT NULL,
+    CONSTRAINT personal_data_subjects_subject_kind_check CHECK ((subject_kind = ANY (ARRAY['user_id'::text, 'email'::text])))
+);
+
+
+--
+-- Name: TABLE personal_data_subjects; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.personal_data_subjects IS 'How the rows about a person are found in each table: the columns holding their user id or email. All subject columns of a table denote the same person.';
+
+
+--
+-- Name: COLUMN personal_data_subjects.table_name; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_subjects.table_name IS 'The table, schema-qualified.';
+
+
+--
+-- Name: COLUMN personal_data_subjects.subject_column; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_subjects.subject_column IS 'The column that names the person (a registered personal column).';
+
+
+--
+-- Name: COLUMN personal_data_subjects.subject_kind; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON COLUMN private.personal_data_subjects.subject_kind IS 'user_id (auth.users.id) or email (compared lower-case).';
 
 
 --
@@ -8840,6 +12926,20 @@ COMMENT ON COLUMN private.webhook_receipts.received_at IS 'When it first arrived
 
 
 --
+-- Name: audit_log_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 50
+);
+
+
+--
 -- Name: billing_accounts; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -8929,6 +13029,86 @@ COMMENT ON COLUMN public.billing_accounts.created_at IS 'When the customer was c
 --
 
 COMMENT ON COLUMN public.billing_accounts.updated_at IS 'When this row last changed.';
+
+
+--
+-- Name: consent_purposes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.consent_purposes (
+    key text NOT NULL,
+    name text NOT NULL,
+    description text NOT NULL,
+    default_granted boolean DEFAULT false NOT NULL,
+    email_category public.email_category,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT consent_purposes_description_check CHECK (((char_length(description) >= 1) AND (char_length(description) <= 1000))),
+    CONSTRAINT consent_purposes_key_check CHECK ((key ~ '^[a-z][a-z0-9_]{0,62}$'::text)),
+    CONSTRAINT consent_purposes_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 200)))
+);
+
+
+--
+-- Name: TABLE consent_purposes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.consent_purposes IS 'What a person may consent to (marketing email, product analytics, ...), and the state assumed before they chose.';
+
+
+--
+-- Name: COLUMN consent_purposes.key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_purposes.key IS 'Stable identifier passed as p_purpose.';
+
+
+--
+-- Name: COLUMN consent_purposes.name; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_purposes.name IS 'Display name.';
+
+
+--
+-- Name: COLUMN consent_purposes.description; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_purposes.description IS 'What the person agrees to, in the words shown to them.';
+
+
+--
+-- Name: COLUMN consent_purposes.default_granted; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_purposes.default_granted IS 'The state of a person who never recorded a choice (false: opt-in).';
+
+
+--
+-- Name: COLUMN consent_purposes.email_category; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_purposes.email_category IS 'The mail category whose non-required mail follows this consent, if any.';
+
+
+--
+-- Name: COLUMN consent_purposes.created_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.consent_purposes.created_at IS 'When the purpose was added.';
+
+
+--
+-- Name: consent_records_seq_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.consent_records ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.consent_records_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 
 
 --
@@ -10183,6 +14363,32 @@ COMMENT ON COLUMN public.credit_reservations.settled_at IS 'When the reservation
 
 
 --
+-- Name: current_consents; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.current_consents WITH (security_invoker='true') AS
+ SELECT DISTINCT ON (COALESCE((c.user_id)::text, c.email), c.organization_id, c.purpose) c.id,
+    c.user_id,
+    c.email,
+    c.organization_id,
+    c.purpose,
+    (c.status = 'given'::text) AS granted,
+    c.source,
+    c.policy_version,
+    c.recorded_at,
+    c.recorded_by
+   FROM public.consent_records c
+  ORDER BY COALESCE((c.user_id)::text, c.email), c.organization_id, c.purpose, c.recorded_at DESC, c.seq DESC;
+
+
+--
+-- Name: VIEW current_consents; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON VIEW public.current_consents IS 'The current consent per person, organization and purpose (the latest record), under the records'' row-level security.';
+
+
+--
 -- Name: email_preferences; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -10285,6 +14491,71 @@ COMMENT ON COLUMN public.file_contexts.allowed_mime_types IS 'The content types 
 --
 
 COMMENT ON COLUMN public.file_contexts.max_bytes IS 'The largest file accepted.';
+
+
+--
+-- Name: inactivity_trackers; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.inactivity_trackers (
+    organization_id uuid NOT NULL,
+    last_activity_at timestamp with time zone DEFAULT now() NOT NULL,
+    state text DEFAULT 'active'::text NOT NULL,
+    warnings_sent integer DEFAULT 0 NOT NULL,
+    warned_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT inactivity_trackers_state_check CHECK ((state = ANY (ARRAY['active'::text, 'warned'::text, 'purge_scheduled'::text]))),
+    CONSTRAINT inactivity_trackers_warnings_sent_check CHECK ((warnings_sent >= 0))
+);
+
+
+--
+-- Name: TABLE inactivity_trackers; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.inactivity_trackers IS 'Per organization: its last activity and where it is in the inactivity policy.';
+
+
+--
+-- Name: COLUMN inactivity_trackers.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_trackers.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN inactivity_trackers.last_activity_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_trackers.last_activity_at IS 'Its last activity (sign-in, API call, consumption).';
+
+
+--
+-- Name: COLUMN inactivity_trackers.state; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_trackers.state IS 'active, warned or purge_scheduled.';
+
+
+--
+-- Name: COLUMN inactivity_trackers.warnings_sent; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_trackers.warnings_sent IS 'How many inactivity warnings went out.';
+
+
+--
+-- Name: COLUMN inactivity_trackers.warned_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_trackers.warned_at IS 'When the last warning went out.';
+
+
+--
+-- Name: COLUMN inactivity_trackers.updated_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.inactivity_trackers.updated_at IS 'When it last changed.';
 
 
 --
@@ -11012,6 +15283,61 @@ COMMENT ON COLUMN public.subscriptions.updated_at IS 'When the mirror last chang
 
 
 --
+-- Name: audit_log_default; Type: TABLE ATTACH; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_log ATTACH PARTITION private.audit_log_default DEFAULT;
+
+
+--
+-- Name: activity_events activity_events_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.activity_events
+    ADD CONSTRAINT activity_events_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: audit_excluded_columns audit_excluded_columns_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.audit_excluded_columns
+    ADD CONSTRAINT audit_excluded_columns_pkey PRIMARY KEY (table_name, column_name);
+
+
+--
+-- Name: audit_exempt_tables audit_exempt_tables_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.audit_exempt_tables
+    ADD CONSTRAINT audit_exempt_tables_pkey PRIMARY KEY (table_name);
+
+
+--
+-- Name: audit_included_columns audit_included_columns_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.audit_included_columns
+    ADD CONSTRAINT audit_included_columns_pkey PRIMARY KEY (table_name, column_name);
+
+
+--
+-- Name: audit_log audit_log_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id, occurred_at);
+
+
+--
+-- Name: audit_log_default audit_log_default_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.audit_log_default
+    ADD CONSTRAINT audit_log_default_pkey PRIMARY KEY (id, occurred_at);
+
+
+--
 -- Name: billing_invoice_grants billing_invoice_grants_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -11041,6 +15367,14 @@ ALTER TABLE ONLY private.credit_pack_purchases
 
 ALTER TABLE ONLY private.credit_pack_purchases
     ADD CONSTRAINT credit_pack_purchases_pkey PRIMARY KEY (checkout_session_id);
+
+
+--
+-- Name: data_exports data_exports_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.data_exports
+    ADD CONSTRAINT data_exports_pkey PRIMARY KEY (id);
 
 
 --
@@ -11172,11 +15506,59 @@ ALTER TABLE ONLY private.jobs
 
 
 --
+-- Name: legal_holds legal_holds_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.legal_holds
+    ADD CONSTRAINT legal_holds_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: legal_retention legal_retention_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.legal_retention
+    ADD CONSTRAINT legal_retention_pkey PRIMARY KEY (table_name);
+
+
+--
+-- Name: non_personal_columns non_personal_columns_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.non_personal_columns
+    ADD CONSTRAINT non_personal_columns_pkey PRIMARY KEY (table_name, column_name);
+
+
+--
 -- Name: outbox_consumers outbox_consumers_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
 ALTER TABLE ONLY private.outbox_consumers
     ADD CONSTRAINT outbox_consumers_pkey PRIMARY KEY (name);
+
+
+--
+-- Name: personal_data_columns personal_data_columns_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.personal_data_columns
+    ADD CONSTRAINT personal_data_columns_pkey PRIMARY KEY (table_name, column_name);
+
+
+--
+-- Name: personal_data_indirect_tables personal_data_indirect_tables_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.personal_data_indirect_tables
+    ADD CONSTRAINT personal_data_indirect_tables_pkey PRIMARY KEY (table_name);
+
+
+--
+-- Name: personal_data_subjects personal_data_subjects_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.personal_data_subjects
+    ADD CONSTRAINT personal_data_subjects_pkey PRIMARY KEY (table_name, subject_column);
 
 
 --
@@ -11233,6 +15615,30 @@ ALTER TABLE ONLY public.billing_accounts
 
 ALTER TABLE ONLY public.billing_accounts
     ADD CONSTRAINT billing_accounts_stripe_customer_id_key UNIQUE (stripe_customer_id);
+
+
+--
+-- Name: consent_purposes consent_purposes_email_category_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.consent_purposes
+    ADD CONSTRAINT consent_purposes_email_category_key UNIQUE (email_category);
+
+
+--
+-- Name: consent_purposes consent_purposes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.consent_purposes
+    ADD CONSTRAINT consent_purposes_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: consent_records consent_records_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.consent_records
+    ADD CONSTRAINT consent_records_pkey PRIMARY KEY (id);
 
 
 --
@@ -11388,6 +15794,14 @@ ALTER TABLE ONLY public.credit_statements
 
 
 --
+-- Name: data_subject_requests data_subject_requests_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.data_subject_requests
+    ADD CONSTRAINT data_subject_requests_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: email_preferences email_preferences_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -11417,6 +15831,30 @@ ALTER TABLE ONLY public.files
 
 ALTER TABLE ONLY public.files
     ADD CONSTRAINT files_store_object_name_key UNIQUE (store, object_name);
+
+
+--
+-- Name: inactivity_policies inactivity_policies_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.inactivity_policies
+    ADD CONSTRAINT inactivity_policies_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: inactivity_policies inactivity_policies_plan_key_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.inactivity_policies
+    ADD CONSTRAINT inactivity_policies_plan_key_key UNIQUE (plan_key);
+
+
+--
+-- Name: inactivity_trackers inactivity_trackers_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.inactivity_trackers
+    ADD CONSTRAINT inactivity_trackers_pkey PRIMARY KEY (organization_id);
 
 
 --
@@ -11508,6 +15946,14 @@ ALTER TABLE ONLY public.profiles
 
 
 --
+-- Name: purge_operations purge_operations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.purge_operations
+    ADD CONSTRAINT purge_operations_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: subscriptions subscriptions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -11521,6 +15967,62 @@ ALTER TABLE ONLY public.subscriptions
 
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id);
+
+
+--
+-- Name: activity_events_organization_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX activity_events_organization_id_idx ON private.activity_events USING btree (organization_id, occurred_at);
+
+
+--
+-- Name: activity_events_user_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX activity_events_user_id_idx ON private.activity_events USING btree (user_id);
+
+
+--
+-- Name: audit_log_actor_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX audit_log_actor_idx ON ONLY public.audit_log USING btree (actor_id, occurred_at DESC);
+
+
+--
+-- Name: audit_log_default_actor_id_occurred_at_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX audit_log_default_actor_id_occurred_at_idx ON private.audit_log_default USING btree (actor_id, occurred_at DESC);
+
+
+--
+-- Name: audit_log_organization_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX audit_log_organization_idx ON ONLY public.audit_log USING btree (organization_id, occurred_at DESC);
+
+
+--
+-- Name: audit_log_default_organization_id_occurred_at_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX audit_log_default_organization_id_occurred_at_idx ON private.audit_log_default USING btree (organization_id, occurred_at DESC);
+
+
+--
+-- Name: audit_log_row_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX audit_log_row_idx ON ONLY public.audit_log USING btree (table_name, row_id, occurred_at DESC);
+
+
+--
+-- Name: audit_log_default_table_name_row_id_occurred_at_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX audit_log_default_table_name_row_id_occurred_at_idx ON private.audit_log_default USING btree (table_name, row_id, occurred_at DESC);
 
 
 --
@@ -11556,6 +16058,27 @@ CREATE INDEX credit_pack_purchases_organization_id_idx ON private.credit_pack_pu
 --
 
 CREATE INDEX credit_pack_purchases_pack_key_idx ON private.credit_pack_purchases USING btree (pack_key);
+
+
+--
+-- Name: data_exports_organization_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX data_exports_organization_id_idx ON private.data_exports USING btree (organization_id);
+
+
+--
+-- Name: data_exports_pending_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX data_exports_pending_idx ON private.data_exports USING btree (created_at) WHERE (status = ANY (ARRAY['pending'::text, 'failed'::text]));
+
+
+--
+-- Name: data_exports_request_id_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX data_exports_request_id_idx ON private.data_exports USING btree (request_id);
 
 
 --
@@ -11657,6 +16180,13 @@ CREATE INDEX job_runs_started_at_idx ON private.job_runs USING btree (started_at
 
 
 --
+-- Name: legal_holds_standing_idx; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX legal_holds_standing_idx ON private.legal_holds USING btree (organization_id) WHERE (released_at IS NULL);
+
+
+--
 -- Name: rate_limit_counters_window_start_idx; Type: INDEX; Schema: private; Owner: -
 --
 
@@ -11696,6 +16226,41 @@ CREATE INDEX webhook_receipts_received_at_idx ON private.webhook_receipts USING 
 --
 
 CREATE INDEX billing_accounts_standing_idx ON public.billing_accounts USING btree (standing, past_due_since) WHERE (standing <> 'good'::public.billing_standing);
+
+
+--
+-- Name: consent_records_email_state_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX consent_records_email_state_idx ON public.consent_records USING btree (lower(email), purpose, recorded_at DESC, seq DESC);
+
+
+--
+-- Name: consent_records_organization_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX consent_records_organization_id_idx ON public.consent_records USING btree (organization_id, recorded_at DESC);
+
+
+--
+-- Name: consent_records_purpose_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX consent_records_purpose_idx ON public.consent_records USING btree (purpose);
+
+
+--
+-- Name: consent_records_recorded_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX consent_records_recorded_by_idx ON public.consent_records USING btree (recorded_by);
+
+
+--
+-- Name: consent_records_user_state_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX consent_records_user_state_idx ON public.consent_records USING btree (user_id, purpose, recorded_at DESC, seq DESC);
 
 
 --
@@ -11881,6 +16446,34 @@ CREATE INDEX credit_statements_pending_idx ON public.credit_statements USING btr
 
 
 --
+-- Name: data_subject_requests_filed_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX data_subject_requests_filed_by_idx ON public.data_subject_requests USING btree (filed_by);
+
+
+--
+-- Name: data_subject_requests_open_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX data_subject_requests_open_idx ON public.data_subject_requests USING btree (due_at) WHERE (status <> ALL (ARRAY['completed'::public.data_subject_request_status, 'rejected'::public.data_subject_request_status]));
+
+
+--
+-- Name: data_subject_requests_organization_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX data_subject_requests_organization_id_idx ON public.data_subject_requests USING btree (organization_id);
+
+
+--
+-- Name: data_subject_requests_subject_user_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX data_subject_requests_subject_user_id_idx ON public.data_subject_requests USING btree (subject_user_id);
+
+
+--
 -- Name: files_context_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -11906,6 +16499,13 @@ CREATE INDEX files_owner_idx ON public.files USING btree (owner_table, owner_id)
 --
 
 CREATE INDEX files_uploaded_by_idx ON public.files USING btree (uploaded_by);
+
+
+--
+-- Name: inactivity_policies_default_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX inactivity_policies_default_key ON public.inactivity_policies USING btree (((plan_key IS NULL))) WHERE (plan_key IS NULL);
 
 
 --
@@ -12000,6 +16600,55 @@ CREATE INDEX payment_methods_organization_id_idx ON public.payment_methods USING
 
 
 --
+-- Name: purge_operations_acknowledged_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX purge_operations_acknowledged_by_idx ON public.purge_operations USING btree (acknowledged_by);
+
+
+--
+-- Name: purge_operations_cancelled_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX purge_operations_cancelled_by_idx ON public.purge_operations USING btree (cancelled_by);
+
+
+--
+-- Name: purge_operations_due_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX purge_operations_due_idx ON public.purge_operations USING btree (scheduled_for) WHERE (status = ANY (ARRAY['scheduled'::public.purge_status, 'export_ready'::public.purge_status, 'acknowledged'::public.purge_status, 'executing'::public.purge_status]));
+
+
+--
+-- Name: purge_operations_export_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX purge_operations_export_id_idx ON public.purge_operations USING btree (export_id);
+
+
+--
+-- Name: purge_operations_one_open_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX purge_operations_one_open_idx ON public.purge_operations USING btree (organization_id) WHERE (status <> ALL (ARRAY['completed'::public.purge_status, 'cancelled'::public.purge_status]));
+
+
+--
+-- Name: purge_operations_organization_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX purge_operations_organization_id_idx ON public.purge_operations USING btree (organization_id);
+
+
+--
+-- Name: purge_operations_requested_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX purge_operations_requested_by_idx ON public.purge_operations USING btree (requested_by);
+
+
+--
 -- Name: subscriptions_organization_id_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -12011,6 +16660,55 @@ CREATE INDEX subscriptions_organization_id_idx ON public.subscriptions USING btr
 --
 
 CREATE INDEX subscriptions_plan_key_idx ON public.subscriptions USING btree (plan_key);
+
+
+--
+-- Name: audit_log_default_actor_id_occurred_at_idx; Type: INDEX ATTACH; Schema: private; Owner: -
+--
+
+ALTER INDEX public.audit_log_actor_idx ATTACH PARTITION private.audit_log_default_actor_id_occurred_at_idx;
+
+
+--
+-- Name: audit_log_default_organization_id_occurred_at_idx; Type: INDEX ATTACH; Schema: private; Owner: -
+--
+
+ALTER INDEX public.audit_log_organization_idx ATTACH PARTITION private.audit_log_default_organization_id_occurred_at_idx;
+
+
+--
+-- Name: audit_log_default_pkey; Type: INDEX ATTACH; Schema: private; Owner: -
+--
+
+ALTER INDEX public.audit_log_pkey ATTACH PARTITION private.audit_log_default_pkey;
+
+
+--
+-- Name: audit_log_default_table_name_row_id_occurred_at_idx; Type: INDEX ATTACH; Schema: private; Owner: -
+--
+
+ALTER INDEX public.audit_log_row_idx ATTACH PARTITION private.audit_log_default_table_name_row_id_occurred_at_idx;
+
+
+--
+-- Name: audit_excluded_columns audit_excluded_columns_refresh; Type: TRIGGER; Schema: private; Owner: -
+--
+
+CREATE TRIGGER audit_excluded_columns_refresh AFTER INSERT OR DELETE OR UPDATE ON private.audit_excluded_columns FOR EACH ROW EXECUTE FUNCTION private.refresh_audit_columns();
+
+
+--
+-- Name: audit_included_columns audit_included_columns_refresh; Type: TRIGGER; Schema: private; Owner: -
+--
+
+CREATE TRIGGER audit_included_columns_refresh AFTER INSERT OR DELETE OR UPDATE ON private.audit_included_columns FOR EACH ROW EXECUTE FUNCTION private.refresh_audit_columns();
+
+
+--
+-- Name: legal_holds audit_row; Type: TRIGGER; Schema: private; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON private.legal_holds FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{}', '{}');
 
 
 --
@@ -12063,10 +16761,115 @@ CREATE TRIGGER settings_set_updated_at BEFORE UPDATE ON private.settings FOR EAC
 
 
 --
+-- Name: audit_log audit_log_append_only; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION private.guard_audit_log();
+
+
+--
+-- Name: audit_log audit_log_no_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION private.guard_audit_log();
+
+
+--
+-- Name: billing_accounts audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.billing_accounts FOR EACH ROW EXECUTE FUNCTION private.audit_row('{organization_id}', '{}', '{}');
+
+
+--
+-- Name: credit_accounts audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.credit_accounts FOR EACH ROW EXECUTE FUNCTION private.audit_row('{organization_id}', '{}', '{}');
+
+
+--
+-- Name: credit_statements audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.credit_statements FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{hosted_invoice_url}', '{}');
+
+
+--
+-- Name: files audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.files FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{}', '{}');
+
+
+--
+-- Name: invoices audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.invoices FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{hosted_invoice_url,invoice_pdf_url}', '{}');
+
+
+--
+-- Name: organization_invitations audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.organization_invitations FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{}', '{}');
+
+
+--
+-- Name: organization_members audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.organization_members FOR EACH ROW EXECUTE FUNCTION private.audit_row('{organization_id,user_id}', '{}', '{}');
+
+
+--
+-- Name: organization_plans audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.organization_plans FOR EACH ROW EXECUTE FUNCTION private.audit_row('{organization_id}', '{}', '{plan_key}');
+
+
+--
+-- Name: organizations audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.organizations FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{}', '{}');
+
+
+--
+-- Name: payment_methods audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.payment_methods FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{}', '{}');
+
+
+--
+-- Name: subscriptions audit_row; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_row AFTER INSERT OR DELETE OR UPDATE ON public.subscriptions FOR EACH ROW EXECUTE FUNCTION private.audit_row('{id}', '{}', '{plan_key}');
+
+
+--
 -- Name: billing_accounts billing_accounts_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER billing_accounts_set_updated_at BEFORE UPDATE ON public.billing_accounts FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: consent_records consent_records_append_only; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER consent_records_append_only BEFORE DELETE OR UPDATE ON public.consent_records FOR EACH ROW EXECUTE FUNCTION private.guard_consent_records();
+
+
+--
+-- Name: consent_records consent_records_no_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER consent_records_no_truncate BEFORE TRUNCATE ON public.consent_records FOR EACH STATEMENT EXECUTE FUNCTION private.guard_consent_records();
 
 
 --
@@ -12147,6 +16950,27 @@ CREATE TRIGGER credit_statements_set_updated_at BEFORE UPDATE ON public.credit_s
 
 
 --
+-- Name: data_subject_requests data_subject_requests_guard; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER data_subject_requests_guard BEFORE UPDATE OF status ON public.data_subject_requests FOR EACH ROW EXECUTE FUNCTION private.guard_data_subject_request();
+
+
+--
+-- Name: data_subject_requests data_subject_requests_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER data_subject_requests_set_updated_at BEFORE UPDATE ON public.data_subject_requests FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: email_preferences email_preferences_record_consent; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER email_preferences_record_consent AFTER INSERT OR UPDATE OF subscribed ON public.email_preferences FOR EACH ROW EXECUTE FUNCTION private.record_preference_consent();
+
+
+--
 -- Name: email_preferences email_preferences_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -12158,6 +16982,13 @@ CREATE TRIGGER email_preferences_set_updated_at BEFORE UPDATE ON public.email_pr
 --
 
 CREATE TRIGGER files_set_updated_at BEFORE UPDATE ON public.files FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: inactivity_policies inactivity_policies_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER inactivity_policies_set_updated_at BEFORE UPDATE ON public.inactivity_policies FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
 
 
 --
@@ -12259,6 +17090,13 @@ CREATE TRIGGER organizations_start_on_starter AFTER INSERT ON public.organizatio
 
 
 --
+-- Name: organizations organizations_track_activity; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER organizations_track_activity AFTER INSERT ON public.organizations FOR EACH ROW EXECUTE FUNCTION private.track_new_organization();
+
+
+--
 -- Name: payment_methods payment_methods_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -12273,10 +17111,40 @@ CREATE TRIGGER profiles_set_updated_at BEFORE UPDATE ON public.profiles FOR EACH
 
 
 --
+-- Name: purge_operations purge_operations_guard; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER purge_operations_guard BEFORE UPDATE OF status ON public.purge_operations FOR EACH ROW EXECUTE FUNCTION private.guard_purge_operation();
+
+
+--
+-- Name: purge_operations purge_operations_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER purge_operations_set_updated_at BEFORE UPDATE ON public.purge_operations FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
 -- Name: subscriptions subscriptions_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER subscriptions_set_updated_at BEFORE UPDATE ON public.subscriptions FOR EACH ROW EXECUTE FUNCTION private.set_updated_at();
+
+
+--
+-- Name: activity_events activity_events_organization_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.activity_events
+    ADD CONSTRAINT activity_events_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: activity_events activity_events_user_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.activity_events
+    ADD CONSTRAINT activity_events_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE SET NULL;
 
 
 --
@@ -12309,6 +17177,22 @@ ALTER TABLE ONLY private.credit_pack_purchases
 
 ALTER TABLE ONLY private.credit_pack_purchases
     ADD CONSTRAINT credit_pack_purchases_pack_key_fkey FOREIGN KEY (pack_key) REFERENCES public.credit_packs(key) ON UPDATE CASCADE;
+
+
+--
+-- Name: data_exports data_exports_organization_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.data_exports
+    ADD CONSTRAINT data_exports_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE SET NULL;
+
+
+--
+-- Name: data_exports data_exports_request_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.data_exports
+    ADD CONSTRAINT data_exports_request_id_fkey FOREIGN KEY (request_id) REFERENCES public.data_subject_requests(id) ON DELETE SET NULL;
 
 
 --
@@ -12368,6 +17252,14 @@ ALTER TABLE ONLY private.job_runs
 
 
 --
+-- Name: personal_data_subjects personal_data_subjects_table_name_subject_column_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.personal_data_subjects
+    ADD CONSTRAINT personal_data_subjects_table_name_subject_column_fkey FOREIGN KEY (table_name, subject_column) REFERENCES private.personal_data_columns(table_name, column_name);
+
+
+--
 -- Name: platform_admins platform_admins_user_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -12381,6 +17273,38 @@ ALTER TABLE ONLY private.platform_admins
 
 ALTER TABLE ONLY public.billing_accounts
     ADD CONSTRAINT billing_accounts_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: consent_records consent_records_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.consent_records
+    ADD CONSTRAINT consent_records_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: consent_records consent_records_purpose_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.consent_records
+    ADD CONSTRAINT consent_records_purpose_fkey FOREIGN KEY (purpose) REFERENCES public.consent_purposes(key);
+
+
+--
+-- Name: consent_records consent_records_recorded_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.consent_records
+    ADD CONSTRAINT consent_records_recorded_by_fkey FOREIGN KEY (recorded_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: consent_records consent_records_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.consent_records
+    ADD CONSTRAINT consent_records_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE SET NULL;
 
 
 --
@@ -12544,6 +17468,38 @@ ALTER TABLE ONLY public.credit_statements
 
 
 --
+-- Name: data_subject_requests data_subject_requests_export_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.data_subject_requests
+    ADD CONSTRAINT data_subject_requests_export_id_fkey FOREIGN KEY (export_id) REFERENCES private.data_exports(id) ON DELETE SET NULL;
+
+
+--
+-- Name: data_subject_requests data_subject_requests_filed_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.data_subject_requests
+    ADD CONSTRAINT data_subject_requests_filed_by_fkey FOREIGN KEY (filed_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: data_subject_requests data_subject_requests_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.data_subject_requests
+    ADD CONSTRAINT data_subject_requests_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: data_subject_requests data_subject_requests_subject_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.data_subject_requests
+    ADD CONSTRAINT data_subject_requests_subject_user_id_fkey FOREIGN KEY (subject_user_id) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
 -- Name: email_preferences email_preferences_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -12573,6 +17529,22 @@ ALTER TABLE ONLY public.files
 
 ALTER TABLE ONLY public.files
     ADD CONSTRAINT files_uploaded_by_fkey FOREIGN KEY (uploaded_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: inactivity_policies inactivity_policies_plan_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.inactivity_policies
+    ADD CONSTRAINT inactivity_policies_plan_key_fkey FOREIGN KEY (plan_key) REFERENCES public.credit_plans(key) ON UPDATE CASCADE ON DELETE CASCADE;
+
+
+--
+-- Name: inactivity_trackers inactivity_trackers_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.inactivity_trackers
+    ADD CONSTRAINT inactivity_trackers_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
 
 
 --
@@ -12680,6 +17652,38 @@ ALTER TABLE ONLY public.profiles
 
 
 --
+-- Name: purge_operations purge_operations_acknowledged_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.purge_operations
+    ADD CONSTRAINT purge_operations_acknowledged_by_fkey FOREIGN KEY (acknowledged_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: purge_operations purge_operations_cancelled_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.purge_operations
+    ADD CONSTRAINT purge_operations_cancelled_by_fkey FOREIGN KEY (cancelled_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
+-- Name: purge_operations purge_operations_export_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.purge_operations
+    ADD CONSTRAINT purge_operations_export_id_fkey FOREIGN KEY (export_id) REFERENCES private.data_exports(id) ON DELETE SET NULL;
+
+
+--
+-- Name: purge_operations purge_operations_requested_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.purge_operations
+    ADD CONSTRAINT purge_operations_requested_by_fkey FOREIGN KEY (requested_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+
+--
 -- Name: subscriptions subscriptions_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -12694,6 +17698,36 @@ ALTER TABLE ONLY public.subscriptions
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_plan_key_fkey FOREIGN KEY (plan_key) REFERENCES public.credit_plans(key) ON UPDATE CASCADE;
 
+
+--
+-- Name: activity_events; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.activity_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_excluded_columns; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.audit_excluded_columns ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_exempt_tables; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.audit_exempt_tables ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_included_columns; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.audit_included_columns ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_log_default; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.audit_log_default ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: billing_invoice_grants; Type: ROW SECURITY; Schema: private; Owner: -
@@ -12712,6 +17746,12 @@ ALTER TABLE private.credit_idempotency_keys ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE private.credit_pack_purchases ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: data_exports; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.data_exports ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: deleted_organizations; Type: ROW SECURITY; Schema: private; Owner: -
@@ -12786,10 +17826,46 @@ ALTER TABLE private.job_runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.jobs ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: legal_holds; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.legal_holds ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: legal_retention; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.legal_retention ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: non_personal_columns; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.non_personal_columns ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: outbox_consumers; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
 ALTER TABLE private.outbox_consumers ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: personal_data_columns; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.personal_data_columns ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: personal_data_indirect_tables; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.personal_data_indirect_tables ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: personal_data_subjects; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.personal_data_subjects ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: platform_admins; Type: ROW SECURITY; Schema: private; Owner: -
@@ -12927,6 +18003,27 @@ CREATE POLICY "Owners and admins can update their organization" ON public.organi
 
 
 --
+-- Name: inactivity_trackers Owners and admins read their inactivity tracker; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Owners and admins read their inactivity tracker" ON public.inactivity_trackers FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin}'::public.organization_role[]) AS organization_ids_with_role)));
+
+
+--
+-- Name: audit_log Owners and admins read their organization's audit log; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Owners and admins read their organization's audit log" ON public.audit_log FOR SELECT TO authenticated USING (((organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin}'::public.organization_role[]) AS organization_ids_with_role)) AND ((table_name IS NULL) OR (table_name <> ALL (ARRAY['public.credit_accounts'::text, 'public.credit_statements'::text])) OR (organization_id IN ( SELECT private.organization_ids_with_role('{owner}'::public.organization_role[]) AS organization_ids_with_role)))));
+
+
+--
+-- Name: purge_operations Owners and admins read their organization's purges; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Owners and admins read their organization's purges" ON public.purge_operations FOR SELECT TO authenticated USING (((organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin}'::public.organization_role[]) AS organization_ids_with_role)) OR ( SELECT private.is_platform_admin() AS is_platform_admin)));
+
+
+--
 -- Name: credit_account_transactions Owners and billing members read credit transactions; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -13011,6 +18108,27 @@ CREATE POLICY "Signed-in users can read the plans" ON public.credit_plans FOR SE
 
 
 --
+-- Name: consent_purposes Signed-in users read the consent purposes; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Signed-in users read the consent purposes" ON public.consent_purposes FOR SELECT TO authenticated USING (true);
+
+
+--
+-- Name: inactivity_policies Signed-in users read the inactivity policies; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Signed-in users read the inactivity policies" ON public.inactivity_policies FOR SELECT TO authenticated USING (true);
+
+
+--
+-- Name: data_subject_requests Subjects and their organizations read requests; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Subjects and their organizations read requests" ON public.data_subject_requests FOR SELECT TO authenticated USING (((subject_user_id = ( SELECT auth.uid() AS uid)) OR (filed_by = ( SELECT auth.uid() AS uid)) OR (organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin}'::public.organization_role[]) AS organization_ids_with_role))));
+
+
+--
 -- Name: email_preferences Users can add their own mail preferences; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -13053,10 +18171,35 @@ CREATE POLICY "Users can update their own profile" ON public.profiles FOR UPDATE
 
 
 --
+-- Name: consent_records Users read their consent, owners and admins their contacts'; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Users read their consent, owners and admins their contacts'" ON public.consent_records FOR SELECT TO authenticated USING (((user_id = ( SELECT auth.uid() AS uid)) OR (organization_id IN ( SELECT private.organization_ids_with_role('{owner,admin}'::public.organization_role[]) AS organization_ids_with_role))));
+
+
+--
+-- Name: audit_log; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: billing_accounts; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
 ALTER TABLE public.billing_accounts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: consent_purposes; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.consent_purposes ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: consent_records; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.consent_records ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: credit_account_transactions; Type: ROW SECURITY; Schema: public; Owner: -
@@ -13143,6 +18286,12 @@ ALTER TABLE public.credit_reservations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.credit_statements ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: data_subject_requests; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.data_subject_requests ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: email_preferences; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -13159,6 +18308,18 @@ ALTER TABLE public.file_contexts ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.files ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: inactivity_policies; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.inactivity_policies ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: inactivity_trackers; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.inactivity_trackers ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: invoices; Type: ROW SECURITY; Schema: public; Owner: -
@@ -13203,6 +18364,12 @@ ALTER TABLE public.payment_methods ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.profiles ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: purge_operations; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.purge_operations ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: subscriptions; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -13243,6 +18410,22 @@ GRANT ALL ON FUNCTION private.accept_invitation(p_token text) TO authenticated;
 
 
 --
+-- Name: TABLE purge_operations; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.purge_operations TO authenticated;
+GRANT SELECT ON TABLE public.purge_operations TO service_role;
+
+
+--
+-- Name: FUNCTION acknowledge_organization_purge(p_purge_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.acknowledge_organization_purge(p_purge_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.acknowledge_organization_purge(p_purge_id uuid) TO authenticated;
+
+
+--
 -- Name: FUNCTION action_costs(p_action_type text, p_quantity integer); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13269,6 +18452,23 @@ REVOKE ALL ON FUNCTION private.add_pool_balances() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION private.advance_credit_dunning(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.advance_credit_dunning(p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: TABLE data_subject_requests; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.data_subject_requests TO authenticated;
+GRANT SELECT,INSERT,UPDATE ON TABLE public.data_subject_requests TO service_role;
+
+
+--
+-- Name: FUNCTION advance_data_subject_request(p_request_id uuid, p_status text, p_reason text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION private.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) TO service_role;
 
 
 --
@@ -13323,6 +18523,36 @@ REVOKE ALL ON FUNCTION private.apply_statement_invoice(p_invoice jsonb, p_paymen
 
 REVOKE ALL ON FUNCTION private.attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.attach_invoice_pdf(p_invoice_id uuid, p_file_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION audit_action(p_organization_id uuid, p_action text, p_table text, p_row_id text, p_details jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.audit_action(p_organization_id uuid, p_action text, p_table text, p_row_id text, p_details jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.audit_action(p_organization_id uuid, p_action text, p_table text, p_row_id text, p_details jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION audit_context(OUT actor_id uuid, OUT actor_kind text, OUT ip_address inet, OUT user_agent text, OUT request_id text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.audit_context(OUT actor_id uuid, OUT actor_kind text, OUT ip_address inet, OUT user_agent text, OUT request_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.audit_context(OUT actor_id uuid, OUT actor_kind text, OUT ip_address inet, OUT user_agent text, OUT request_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION audit_partition_name(p_month timestamp without time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.audit_partition_name(p_month timestamp without time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION audit_row(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.audit_row() FROM PUBLIC;
 
 
 --
@@ -13397,6 +18627,15 @@ GRANT ALL ON FUNCTION private.caller_role() TO service_role;
 
 
 --
+-- Name: FUNCTION cancel_organization_purge(p_purge_id uuid, p_reason text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.cancel_organization_purge(p_purge_id uuid, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.cancel_organization_purge(p_purge_id uuid, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION private.cancel_organization_purge(p_purge_id uuid, p_reason text) TO service_role;
+
+
+--
 -- Name: FUNCTION change_plan(p_organization_id uuid, p_plan_key text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13429,6 +18668,14 @@ GRANT ALL ON FUNCTION private.check_idempotency_key(p_key text) TO service_role;
 
 
 --
+-- Name: FUNCTION check_inactivity(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_inactivity(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_inactivity(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION check_metadata(p_metadata jsonb); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13449,6 +18696,21 @@ REVOKE ALL ON FUNCTION private.check_reason(p_reason text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION private.check_session() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.check_session() TO authenticated;
+
+
+--
+-- Name: TABLE data_exports; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.data_exports TO service_role;
+
+
+--
+-- Name: FUNCTION claim_data_export(p_limit integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.claim_data_export(p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.claim_data_export(p_limit integer) TO service_role;
 
 
 --
@@ -13509,11 +18771,27 @@ GRANT ALL ON FUNCTION private.commit_reservation(p_reservation_id uuid, p_amount
 
 
 --
+-- Name: FUNCTION complete_erasure(p_request_id uuid, p_user_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.complete_erasure(p_request_id uuid, p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.complete_erasure(p_request_id uuid, p_user_id uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION complete_event(p_consumer text, p_event_id bigint, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.complete_event(p_consumer text, p_event_id bigint, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.complete_event(p_consumer text, p_event_id bigint, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION consent_state(p_user_id uuid, p_email text, p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.consent_state(p_user_id uuid, p_email text, p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.consent_state(p_user_id uuid, p_email text, p_organization_id uuid) TO service_role;
 
 
 --
@@ -13614,6 +18892,14 @@ REVOKE ALL ON FUNCTION private.draw_from_grants(p_organization_id uuid, p_pool t
 
 
 --
+-- Name: FUNCTION drop_audit_partitions(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.drop_audit_partitions(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.drop_audit_partitions(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION email_allowed(p_recipient text, p_user_id uuid, p_category public.email_category, p_required boolean); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13626,6 +18912,13 @@ REVOKE ALL ON FUNCTION private.email_allowed(p_recipient text, p_user_id uuid, p
 
 REVOKE ALL ON FUNCTION private.email_from_events(p_limit integer, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.email_from_events(p_limit integer, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION enable_audit(p_table regclass); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.enable_audit(p_table regclass) FROM PUBLIC;
 
 
 --
@@ -13651,11 +18944,59 @@ REVOKE ALL ON FUNCTION private.enqueue_event_email(p_event private.domain_events
 
 
 --
+-- Name: FUNCTION ensure_audit_partitions(p_now timestamp with time zone, p_months_ahead integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.ensure_audit_partitions(p_now timestamp with time zone, p_months_ahead integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.ensure_audit_partitions(p_now timestamp with time zone, p_months_ahead integer) TO service_role;
+
+
+--
+-- Name: FUNCTION erase_subject(p_request_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.erase_subject(p_request_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.erase_subject(p_request_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION executing_purges(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.executing_purges() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.executing_purges() TO service_role;
+
+
+--
 -- Name: FUNCTION expire_credits(p_now timestamp with time zone, p_limit integer); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION export_queries(p_export_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.export_queries(p_export_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.export_queries(p_export_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION export_rows(p_export_id uuid, p_table text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.export_rows(p_export_id uuid, p_table text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.export_rows(p_export_id uuid, p_table text) TO service_role;
+
+
+--
+-- Name: FUNCTION fail_data_export(p_export_id uuid, p_error text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.fail_data_export(p_export_id uuid, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.fail_data_export(p_export_id uuid, p_error text) TO service_role;
 
 
 --
@@ -13679,6 +19020,14 @@ GRANT ALL ON FUNCTION private.fail_event(p_consumer text, p_event_id bigint, p_e
 --
 
 REVOKE ALL ON FUNCTION private.fan_out_domain_event() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb) TO authenticated;
 
 
 --
@@ -13708,6 +19057,14 @@ GRANT ALL ON FUNCTION private.files_missing_objects() TO service_role;
 
 
 --
+-- Name: FUNCTION finish_data_export(p_export_id uuid, p_object_name text, p_manifest jsonb, p_download_url text, p_expires_at timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.finish_data_export(p_export_id uuid, p_object_name text, p_manifest jsonb, p_download_url text, p_expires_at timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.finish_data_export(p_export_id uuid, p_object_name text, p_manifest jsonb, p_download_url text, p_expires_at timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION finish_file_upload(p_file_id uuid, p_size_bytes bigint); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13724,6 +19081,14 @@ GRANT ALL ON FUNCTION private.finish_job_run(p_run bigint, p_rows bigint, p_erro
 
 
 --
+-- Name: FUNCTION finish_purge(p_purge_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.finish_purge(p_purge_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.finish_purge(p_purge_id uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION finish_stripe_event(p_event_id text, p_outcome text, p_error text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13732,11 +19097,37 @@ GRANT ALL ON FUNCTION private.finish_stripe_event(p_event_id text, p_outcome tex
 
 
 --
+-- Name: FUNCTION force_organization_purge(p_purge_id uuid, p_reason text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.force_organization_purge(p_purge_id uuid, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.force_organization_purge(p_purge_id uuid, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION private.force_organization_purge(p_purge_id uuid, p_reason text) TO service_role;
+
+
+--
 -- Name: FUNCTION forget_file(p_file_id uuid); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.forget_file(p_file_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.forget_file(p_file_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION forget_purged_objects(p_purge_id uuid, p_object_names text[]); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.forget_purged_objects(p_purge_id uuid, p_object_names text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.forget_purged_objects(p_purge_id uuid, p_object_names text[]) TO service_role;
+
+
+--
+-- Name: FUNCTION get_consents(p_user_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.get_consents(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.get_consents(p_user_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION private.get_consents(p_user_id uuid) TO service_role;
 
 
 --
@@ -13753,6 +19144,20 @@ GRANT ALL ON FUNCTION private.grant_credits(p_organization_id uuid, p_pool text,
 --
 
 REVOKE ALL ON FUNCTION private.grants_in_draw_order(p_organization_id uuid, p_pool text, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION guard_audit_log(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.guard_audit_log() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION guard_consent_records(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.guard_consent_records() FROM PUBLIC;
 
 
 --
@@ -13777,6 +19182,13 @@ REVOKE ALL ON FUNCTION private.guard_credit_transaction() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION guard_data_subject_request(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.guard_data_subject_request() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION guard_domain_events(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13798,10 +19210,25 @@ REVOKE ALL ON FUNCTION private.guard_organization_credit_deletion() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION guard_purge_operation(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.guard_purge_operation() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION guard_user_deletion(); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.guard_user_deletion() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION has_consent(p_user_id uuid, p_email text, p_purpose text, p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.has_consent(p_user_id uuid, p_email text, p_purpose text, p_organization_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.has_consent(p_user_id uuid, p_email text, p_purpose text, p_organization_id uuid) TO service_role;
 
 
 --
@@ -13810,6 +19237,36 @@ REVOKE ALL ON FUNCTION private.guard_user_deletion() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION private.hit_rate_limit(p_bucket text, p_subject text, p_limit integer, p_window interval, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.hit_rate_limit(p_bucket text, p_subject text, p_limit integer, p_window interval, p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: TABLE inactivity_policies; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.inactivity_policies TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.inactivity_policies TO service_role;
+
+
+--
+-- Name: FUNCTION inactivity_policy_of(p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.inactivity_policy_of(p_organization_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: TABLE consent_records; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.consent_records TO authenticated;
+GRANT SELECT,INSERT ON TABLE public.consent_records TO service_role;
+
+
+--
+-- Name: FUNCTION insert_consent(p_user_id uuid, p_email text, p_organization_id uuid, p_purpose text, p_status text, p_source text, p_policy_version text, p_recorded_by uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.insert_consent(p_user_id uuid, p_email text, p_organization_id uuid, p_purpose text, p_status text, p_source text, p_policy_version text, p_recorded_by uuid) FROM PUBLIC;
 
 
 --
@@ -13870,6 +19327,13 @@ GRANT ALL ON FUNCTION private.is_slug(p_slug text) TO service_role;
 
 
 --
+-- Name: FUNCTION jsonb_text_pattern(p_value text, p_whole boolean); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.jsonb_text_pattern(p_value text, p_whole boolean) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION keep_an_owner(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13923,6 +19387,14 @@ GRANT ALL ON FUNCTION private.lock_pools_of_actions(p_organization_id uuid, p_ac
 
 
 --
+-- Name: FUNCTION maintain_audit_partitions(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.maintain_audit_partitions(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.maintain_audit_partitions(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION manageable_file(p_file_id uuid); Type: ACL; Schema: private; Owner: -
 --
 
@@ -13953,6 +19425,13 @@ REVOKE ALL ON FUNCTION private.member_emails(p_organization_id uuid, p_roles pub
 REVOKE ALL ON FUNCTION private.member_organization_ids() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.member_organization_ids() TO authenticated;
 GRANT ALL ON FUNCTION private.member_organization_ids() TO service_role;
+
+
+--
+-- Name: FUNCTION move_purge(p_purge_id uuid, p_status public.purge_status, p_detail jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.move_purge(p_purge_id uuid, p_status public.purge_status, p_detail jsonb, p_now timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -14024,6 +19503,13 @@ REVOKE ALL ON FUNCTION private.overage_price(p_organization_id uuid, p_pool text
 
 
 --
+-- Name: FUNCTION parse_ip_address(p_text text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.parse_ip_address(p_text text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION parse_organization_role(p_role text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -14051,6 +19537,38 @@ REVOKE ALL ON FUNCTION private.permit(p_operation text, p_on boolean) FROM PUBLI
 REVOKE ALL ON FUNCTION private.permitted(p_operation text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.permitted(p_operation text) TO authenticated;
 GRANT ALL ON FUNCTION private.permitted(p_operation text) TO service_role;
+
+
+--
+-- Name: FUNCTION personal_columns_of(p_table text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.personal_columns_of(p_table text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.personal_columns_of(p_table text) TO service_role;
+
+
+--
+-- Name: FUNCTION personal_data_candidates(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.personal_data_candidates() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.personal_data_candidates() TO service_role;
+
+
+--
+-- Name: FUNCTION personal_data_hash(p_value text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.personal_data_hash(p_value text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.personal_data_hash(p_value text) TO service_role;
+
+
+--
+-- Name: FUNCTION personal_data_problems(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.personal_data_problems() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.personal_data_problems() TO service_role;
 
 
 --
@@ -14085,6 +19603,38 @@ REVOKE ALL ON FUNCTION private.post_credit_transaction(p_organization_id uuid, p
 
 
 --
+-- Name: FUNCTION prepare_purges(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.prepare_purges(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.prepare_purges(p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION pseudonymize_audit_subject(p_user_id uuid, p_pseudonym uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.pseudonymize_audit_subject(p_user_id uuid, p_pseudonym uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.pseudonymize_audit_subject(p_user_id uuid, p_pseudonym uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION pseudonymize_audit_values(p_values text[], p_replacement text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.pseudonymize_audit_values(p_values text[], p_replacement text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.pseudonymize_audit_values(p_values text[], p_replacement text) TO service_role;
+
+
+--
+-- Name: FUNCTION purge_batch(p_purge_id uuid, p_batch integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.purge_batch(p_purge_id uuid, p_batch integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.purge_batch(p_purge_id uuid, p_batch integer) TO service_role;
+
+
+--
 -- Name: FUNCTION purge_credit_idempotency_keys(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -14106,6 +19656,14 @@ GRANT ALL ON FUNCTION private.purge_deleted_organization_records(p_now timestamp
 
 REVOKE ALL ON FUNCTION private.purge_domain_events(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.purge_domain_events(p_now timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION purge_files(p_purge_id uuid, p_limit integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.purge_files(p_purge_id uuid, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.purge_files(p_purge_id uuid, p_limit integer) TO service_role;
 
 
 --
@@ -14158,11 +19716,28 @@ GRANT ALL ON FUNCTION private.receive_webhook(p_source text, p_receipt_id text) 
 
 
 --
+-- Name: FUNCTION record_activity(p_organization_id uuid, p_user_id uuid, p_kind text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_activity(p_organization_id uuid, p_user_id uuid, p_kind text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_activity(p_organization_id uuid, p_user_id uuid, p_kind text, p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.record_billing_customer(p_organization_id uuid, p_customer_id text, p_email text) TO service_role;
+
+
+--
+-- Name: FUNCTION record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) TO authenticated;
+GRANT ALL ON FUNCTION private.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) TO service_role;
 
 
 --
@@ -14196,6 +19771,13 @@ REVOKE ALL ON FUNCTION private.record_organization_deletion() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION record_preference_consent(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.record_preference_consent() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION record_statement_bill_failure(p_statement_id uuid, p_error text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -14225,6 +19807,13 @@ GRANT ALL ON FUNCTION private.record_statement_invoice(p_statement_id uuid, p_in
 
 REVOKE ALL ON FUNCTION private.record_stripe_event(p_event jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.record_stripe_event(p_event jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION refresh_audit_columns(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.refresh_audit_columns() FROM PUBLIC;
 
 
 --
@@ -14281,6 +19870,23 @@ GRANT ALL ON FUNCTION private.remove_member(p_organization_id uuid, p_user_id uu
 
 REVOKE ALL ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.renew_credit_periods(p_now timestamp with time zone, p_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION private.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION request_subject_export(p_request_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.request_subject_export(p_request_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.request_subject_export(p_request_id uuid) TO service_role;
 
 
 --
@@ -14363,6 +19969,27 @@ GRANT ALL ON FUNCTION private.run_job(p_name text, p_now timestamp with time zon
 
 
 --
+-- Name: FUNCTION scrub_jsonb(p_value jsonb, p_values text[], p_replacement text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.scrub_jsonb(p_value jsonb, p_values text[], p_replacement text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION scrub_text(p_text text, p_values text[], p_replacement text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.scrub_text(p_text text, p_values text[], p_replacement text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION scrub_values(p_values text[], p_replacement text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.scrub_values(p_values text[], p_replacement text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION set_billing_standing(p_organization_id uuid, p_standing public.billing_standing, p_detail jsonb, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -14433,6 +20060,14 @@ REVOKE ALL ON FUNCTION private.site_url() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION start_due_purges(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.start_due_purges(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.start_due_purges(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION start_job_run(p_name text, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
 --
 
@@ -14452,6 +20087,13 @@ REVOKE ALL ON FUNCTION private.start_organization_on_starter() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.start_plan_period(p_organization_id uuid, p_plan_key text, p_period_start timestamp with time zone, p_now timestamp with time zone, p_grant_allocation boolean, p_period_end timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION start_purge(p_organization_id uuid, p_reason text, p_now timestamp with time zone, p_scheduled_for timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.start_purge(p_organization_id uuid, p_reason text, p_now timestamp with time zone, p_scheduled_for timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -14510,6 +20152,14 @@ REVOKE ALL ON FUNCTION private.stripe_invoice_subscription(p_invoice jsonb) FROM
 --
 
 REVOKE ALL ON FUNCTION private.stripe_time(p_epoch text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION subject_tables(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.subject_tables() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.subject_tables() TO service_role;
 
 
 --
@@ -14574,6 +20224,13 @@ REVOKE ALL ON FUNCTION private.track_grant_expiry() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION track_new_organization(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.track_new_organization() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION unsubscribe_email(p_email text, p_category public.email_category); Type: ACL; Schema: private; Owner: -
 --
 
@@ -14607,11 +20264,45 @@ GRANT ALL ON FUNCTION private.verify_credit_ledger(p_organization_id uuid) TO se
 
 
 --
+-- Name: FUNCTION warn_gdpr_deadlines(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.warn_gdpr_deadlines(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.warn_gdpr_deadlines(p_now timestamp with time zone) TO service_role;
+
+
+--
 -- Name: FUNCTION accept_invitation(p_token text); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.accept_invitation(p_token text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.accept_invitation(p_token text) TO authenticated;
+
+
+--
+-- Name: FUNCTION acknowledge_organization_purge(p_purge_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.acknowledge_organization_purge(p_purge_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.acknowledge_organization_purge(p_purge_id uuid) TO authenticated;
+
+
+--
+-- Name: FUNCTION advance_data_subject_request(p_request_id uuid, p_status text, p_reason text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION public.advance_data_subject_request(p_request_id uuid, p_status text, p_reason text) TO service_role;
+
+
+--
+-- Name: FUNCTION cancel_organization_purge(p_purge_id uuid, p_reason text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.cancel_organization_purge(p_purge_id uuid, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.cancel_organization_purge(p_purge_id uuid, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION public.cancel_organization_purge(p_purge_id uuid, p_reason text) TO service_role;
 
 
 --
@@ -14668,12 +20359,38 @@ GRANT ALL ON FUNCTION public.create_organization(p_name text, p_slug text) TO au
 
 
 --
+-- Name: FUNCTION file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.file_data_subject_request(p_kind text, p_organization_id uuid, p_subject_email text, p_details jsonb) TO authenticated;
+
+
+--
 -- Name: FUNCTION file_store_for(p_context text, p_published boolean); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.file_store_for(p_context text, p_published boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.file_store_for(p_context text, p_published boolean) TO authenticated;
 GRANT ALL ON FUNCTION public.file_store_for(p_context text, p_published boolean) TO service_role;
+
+
+--
+-- Name: FUNCTION force_organization_purge(p_purge_id uuid, p_reason text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.force_organization_purge(p_purge_id uuid, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.force_organization_purge(p_purge_id uuid, p_reason text) TO authenticated;
+GRANT ALL ON FUNCTION public.force_organization_purge(p_purge_id uuid, p_reason text) TO service_role;
+
+
+--
+-- Name: FUNCTION get_consents(p_user_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.get_consents(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.get_consents(p_user_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.get_consents(p_user_id uuid) TO service_role;
 
 
 --
@@ -14756,6 +20473,15 @@ GRANT ALL ON FUNCTION public.post_credit_account_transaction(p_organization_id u
 
 
 --
+-- Name: FUNCTION record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) TO authenticated;
+GRANT ALL ON FUNCTION public.record_consent(p_purpose text, p_status text, p_source text, p_policy_version text, p_organization_id uuid, p_email text) TO service_role;
+
+
+--
 -- Name: FUNCTION refund_credits(p_transaction_id uuid, p_amounts jsonb, p_reason text); Type: ACL; Schema: public; Owner: -
 --
 
@@ -14779,6 +20505,15 @@ GRANT ALL ON FUNCTION public.release_reservation(p_reservation_id uuid) TO servi
 
 REVOKE ALL ON FUNCTION public.remove_member(p_organization_id uuid, p_user_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.remove_member(p_organization_id uuid, p_user_id uuid) TO authenticated;
+
+
+--
+-- Name: FUNCTION request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.request_organization_purge(p_organization_id uuid, p_reason text, p_scheduled_for timestamp with time zone) TO service_role;
 
 
 --
@@ -14832,6 +20567,42 @@ GRANT ALL ON FUNCTION public.update_credit_account_settings(p_organization_id uu
 
 REVOKE ALL ON FUNCTION public.update_member_role(p_organization_id uuid, p_user_id uuid, p_role text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.update_member_role(p_organization_id uuid, p_user_id uuid, p_role text) TO authenticated;
+
+
+--
+-- Name: TABLE activity_events; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.activity_events TO service_role;
+
+
+--
+-- Name: TABLE audit_excluded_columns; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.audit_excluded_columns TO service_role;
+
+
+--
+-- Name: TABLE audit_exempt_tables; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.audit_exempt_tables TO service_role;
+
+
+--
+-- Name: TABLE audit_included_columns; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.audit_included_columns TO service_role;
+
+
+--
+-- Name: TABLE audit_log; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.audit_log TO authenticated;
+GRANT SELECT ON TABLE public.audit_log TO service_role;
 
 
 --
@@ -14919,10 +20690,66 @@ GRANT SELECT ON TABLE private.job_runs TO service_role;
 
 
 --
+-- Name: TABLE legal_holds; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE private.legal_holds TO service_role;
+
+
+--
+-- Name: COLUMN legal_holds.released_by; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT UPDATE(released_by) ON TABLE private.legal_holds TO service_role;
+
+
+--
+-- Name: COLUMN legal_holds.released_at; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT UPDATE(released_at) ON TABLE private.legal_holds TO service_role;
+
+
+--
+-- Name: TABLE legal_retention; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.legal_retention TO service_role;
+
+
+--
+-- Name: TABLE non_personal_columns; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.non_personal_columns TO service_role;
+
+
+--
 -- Name: TABLE outbox_consumers; Type: ACL; Schema: private; Owner: -
 --
 
 GRANT SELECT ON TABLE private.outbox_consumers TO service_role;
+
+
+--
+-- Name: TABLE personal_data_columns; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.personal_data_columns TO service_role;
+
+
+--
+-- Name: TABLE personal_data_indirect_tables; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.personal_data_indirect_tables TO service_role;
+
+
+--
+-- Name: TABLE personal_data_subjects; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT ON TABLE private.personal_data_subjects TO service_role;
 
 
 --
@@ -14959,6 +20786,14 @@ GRANT SELECT ON TABLE private.webhook_receipts TO service_role;
 
 GRANT SELECT ON TABLE public.billing_accounts TO authenticated;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.billing_accounts TO service_role;
+
+
+--
+-- Name: TABLE consent_purposes; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.consent_purposes TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.consent_purposes TO service_role;
 
 
 --
@@ -15096,6 +20931,14 @@ GRANT SELECT ON TABLE public.credit_reservations TO service_role;
 
 
 --
+-- Name: TABLE current_consents; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.current_consents TO authenticated;
+GRANT SELECT ON TABLE public.current_consents TO service_role;
+
+
+--
 -- Name: TABLE email_preferences; Type: ACL; Schema: public; Owner: -
 --
 
@@ -15116,6 +20959,14 @@ GRANT UPDATE(subscribed) ON TABLE public.email_preferences TO authenticated;
 
 GRANT SELECT ON TABLE public.file_contexts TO authenticated;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.file_contexts TO service_role;
+
+
+--
+-- Name: TABLE inactivity_trackers; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.inactivity_trackers TO authenticated;
+GRANT SELECT ON TABLE public.inactivity_trackers TO service_role;
 
 
 --

@@ -61,7 +61,7 @@ describe('an organization on premium, through Stripe', () => {
     );
     expect(account.account?.past_due_since).not.toBeNull();
     // The email consumer turns the event into mail: to the owner and the billing member only.
-    await sql`select private.email_from_events(100)`;
+    await sql`select private.email_from_events(100000)`;
     const mail = await sql<{ recipient: string; props: unknown }[]>`
       select recipient, props from private.email_messages where template = 'payment_failed' and organization_id = ${team.organizationId} order by recipient`;
     expect(mail.map((m) => m.recipient).sort()).toEqual([team.billing.email, team.owner.email].map((e) => e.toLowerCase()).sort());
@@ -96,7 +96,7 @@ describe('an organization on premium, through Stripe', () => {
       where organization_id = ${team.organizationId} and type in ('billing.payment_failed', 'billing.suspended', 'billing.restored')`;
     expect(events).toEqual(['billing.payment_failed', 'billing.suspended']);
     // The owner and billing member hear of it.
-    await sql`select private.email_from_events(100)`;
+    await sql`select private.email_from_events(100000)`;
     const overdue = await sql<{ recipient: string; props: unknown }[]>`
       select recipient, props from private.email_messages where template = 'account_overdue' and organization_id = ${team.organizationId}`;
     expect(overdue).toHaveLength(2);

@@ -122,7 +122,7 @@ describe('a credit account through its statements', () => {
     expect((await billing.creditAccount(team.organizationId))?.account.status).toBe('suspended');
     expect(await credits.consume({ organizationId: team.organizationId, action: 'ai_chat', quantity: 1 }))
       .toMatchObject({ success: false, error: 'insufficient_credits' });
-    await sql`select private.email_from_events(100)`;
+    await sql`select private.email_from_events(100000)`;
     const mail = await sql<{ template: string; recipient: string }[]>`
       select template, recipient from private.email_messages
       where organization_id = ${team.organizationId} and template in ('payment_reminder', 'account_overdue') order by template, recipient`;

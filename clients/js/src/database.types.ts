@@ -6,7 +6,21 @@ export type Database = {
   
   "public": {
           Tables: {
-            "billing_accounts": {
+            "audit_log": {
+                  Row: {
+                    "action": string,"actor_id": string | null,"actor_kind": string,"changes": NonNullable<Json>,"id": number,"ip_address": unknown,"occurred_at": string,"organization_id": string | null,"request_id": string | null,"row_id": string | null,"table_name": string | null,"user_agent": string | null
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "action": string,"actor_id"?: string | null,"actor_kind": string,"changes"?: NonNullable<Json>,"id"?: never,"ip_address"?: unknown,"occurred_at"?: string,"organization_id"?: string | null,"request_id"?: string | null,"row_id"?: string | null,"table_name"?: string | null,"user_agent"?: string | null
+                  }
+                  Update: {
+                    "action"?: string,"actor_id"?: string | null,"actor_kind"?: string,"changes"?: NonNullable<Json>,"id"?: never,"ip_address"?: unknown,"occurred_at"?: string,"organization_id"?: string | null,"request_id"?: string | null,"row_id"?: string | null,"table_name"?: string | null,"user_agent"?: string | null
+                  }
+                  Relationships: [
+                    
+                  ]
+                },"billing_accounts": {
                   Row: {
                     "created_at": string,"default_payment_method_id": string | null,"email": string | null,"organization_id": string,"past_due_since": string | null,"standing": Database["public"]['Enums']["billing_standing"],"stripe_customer_id": string,"suspended_at": string | null,"updated_at": string
                   }
@@ -30,6 +44,52 @@ isOneToOne: true
 isOneToOne: true
       referencedRelation: "organizations"
       referencedColumns: ["id"]
+    }
+                  ]
+                },"consent_purposes": {
+                  Row: {
+                    "created_at": string,"default_granted": boolean,"description": string,"email_category": Database["public"]['Enums']["email_category"] | null,"key": string,"name": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"default_granted"?: boolean,"description": string,"email_category"?: Database["public"]['Enums']["email_category"] | null,"key": string,"name": string
+                  }
+                  Update: {
+                    "created_at"?: string,"default_granted"?: boolean,"description"?: string,"email_category"?: Database["public"]['Enums']["email_category"] | null,"key"?: string,"name"?: string
+                  }
+                  Relationships: [
+                    
+                  ]
+                },"consent_records": {
+                  Row: {
+                    "email": string | null,"id": string,"organization_id": string | null,"policy_version": string | null,"purpose": string,"recorded_at": string,"recorded_by": string | null,"seq": number,"source": string,"status": string,"user_id": string | null
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "email"?: string | null,"id"?: string,"organization_id"?: string | null,"policy_version"?: string | null,"purpose": string,"recorded_at"?: string,"recorded_by"?: string | null,"seq"?: never,"source": string,"status": string,"user_id"?: string | null
+                  }
+                  Update: {
+                    "email"?: string | null,"id"?: string,"organization_id"?: string | null,"policy_version"?: string | null,"purpose"?: string,"recorded_at"?: string,"recorded_by"?: string | null,"seq"?: never,"source"?: string,"status"?: string,"user_id"?: string | null
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "consent_records_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "consent_records_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "consent_records_purpose_fkey"
+      columns: ["purpose"]
+isOneToOne: false
+      referencedRelation: "consent_purposes"
+      referencedColumns: ["key"]
     }
                   ]
                 },"credit_account_transactions": {
@@ -348,6 +408,32 @@ isOneToOne: false
       referencedColumns: ["organization_id"]
     }
                   ]
+                },"data_subject_requests": {
+                  Row: {
+                    "completed_at": string | null,"created_at": string,"details": NonNullable<Json>,"due_at": string,"export_id": string | null,"filed_by": string | null,"id": string,"kind": Database["public"]['Enums']["data_subject_request_kind"],"organization_id": string | null,"received_at": string,"rejection_reason": string | null,"status": Database["public"]['Enums']["data_subject_request_status"],"subject_email": string | null,"subject_user_id": string | null,"updated_at": string,"warned_at": string | null
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "completed_at"?: string | null,"created_at"?: string,"details"?: NonNullable<Json>,"due_at": string,"export_id"?: string | null,"filed_by"?: string | null,"id"?: string,"kind": Database["public"]['Enums']["data_subject_request_kind"],"organization_id"?: string | null,"received_at"?: string,"rejection_reason"?: string | null,"status"?: Database["public"]['Enums']["data_subject_request_status"],"subject_email"?: string | null,"subject_user_id"?: string | null,"updated_at"?: string,"warned_at"?: string | null
+                  }
+                  Update: {
+                    "completed_at"?: string | null,"created_at"?: string,"details"?: NonNullable<Json>,"due_at"?: string,"export_id"?: string | null,"filed_by"?: string | null,"id"?: string,"kind"?: Database["public"]['Enums']["data_subject_request_kind"],"organization_id"?: string | null,"received_at"?: string,"rejection_reason"?: string | null,"status"?: Database["public"]['Enums']["data_subject_request_status"],"subject_email"?: string | null,"subject_user_id"?: string | null,"updated_at"?: string,"warned_at"?: string | null
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "data_subject_requests_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "data_subject_requests_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    }
+                  ]
                 },"email_preferences": {
                   Row: {
                     "category": Database["public"]['Enums']["email_category"],"subscribed": boolean,"updated_at": string,"user_id": string
@@ -404,6 +490,52 @@ isOneToOne: false
       foreignKeyName: "files_organization_id_fkey"
       columns: ["organization_id"]
 isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    }
+                  ]
+                },"inactivity_policies": {
+                  Row: {
+                    "created_at": string,"grace_period": string,"id": string,"plan_key": string | null,"purge_after": string,"updated_at": string,"warn_after": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "created_at"?: string,"grace_period": string,"id"?: string,"plan_key"?: string | null,"purge_after": string,"updated_at"?: string,"warn_after": string
+                  }
+                  Update: {
+                    "created_at"?: string,"grace_period"?: string,"id"?: string,"plan_key"?: string | null,"purge_after"?: string,"updated_at"?: string,"warn_after"?: string
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "inactivity_policies_plan_key_fkey"
+      columns: ["plan_key"]
+isOneToOne: true
+      referencedRelation: "credit_plans"
+      referencedColumns: ["key"]
+    }
+                  ]
+                },"inactivity_trackers": {
+                  Row: {
+                    "last_activity_at": string,"organization_id": string,"state": string,"updated_at": string,"warned_at": string | null,"warnings_sent": number
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "last_activity_at"?: string,"organization_id": string,"state"?: string,"updated_at"?: string,"warned_at"?: string | null,"warnings_sent"?: number
+                  }
+                  Update: {
+                    "last_activity_at"?: string,"organization_id"?: string,"state"?: string,"updated_at"?: string,"warned_at"?: string | null,"warnings_sent"?: number
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "inactivity_trackers_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "inactivity_trackers_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: true
       referencedRelation: "organizations"
       referencedColumns: ["id"]
     }
@@ -578,6 +710,20 @@ isOneToOne: false
                   Relationships: [
                     
                   ]
+                },"purge_operations": {
+                  Row: {
+                    "acknowledged_at": string | null,"acknowledged_by": string | null,"cancel_reason": string | null,"cancelled_at": string | null,"cancelled_by": string | null,"completed_at": string | null,"created_at": string,"export_id": string | null,"forced": boolean,"id": string,"organization_id": string,"organization_name": string,"owner_emails": (string)[],"progress": NonNullable<Json>,"reason": string,"requested_at": string,"requested_by": string | null,"scheduled_for": string | null,"started_at": string | null,"status": Database["public"]['Enums']["purge_status"],"status_changed_at": string,"updated_at": string
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "acknowledged_at"?: string | null,"acknowledged_by"?: string | null,"cancel_reason"?: string | null,"cancelled_at"?: string | null,"cancelled_by"?: string | null,"completed_at"?: string | null,"created_at"?: string,"export_id"?: string | null,"forced"?: boolean,"id"?: string,"organization_id": string,"organization_name": string,"owner_emails"?: (string)[],"progress"?: NonNullable<Json>,"reason": string,"requested_at"?: string,"requested_by"?: string | null,"scheduled_for"?: string | null,"started_at"?: string | null,"status"?: Database["public"]['Enums']["purge_status"],"status_changed_at"?: string,"updated_at"?: string
+                  }
+                  Update: {
+                    "acknowledged_at"?: string | null,"acknowledged_by"?: string | null,"cancel_reason"?: string | null,"cancelled_at"?: string | null,"cancelled_by"?: string | null,"completed_at"?: string | null,"created_at"?: string,"export_id"?: string | null,"forced"?: boolean,"id"?: string,"organization_id"?: string,"organization_name"?: string,"owner_emails"?: (string)[],"progress"?: NonNullable<Json>,"reason"?: string,"requested_at"?: string,"requested_by"?: string | null,"scheduled_for"?: string | null,"started_at"?: string | null,"status"?: Database["public"]['Enums']["purge_status"],"status_changed_at"?: string,"updated_at"?: string
+                  }
+                  Relationships: [
+                    
+                  ]
                 },"subscriptions": {
                   Row: {
                     "cancel_at_period_end": boolean,"canceled_at": string | null,"created_at": string,"current_period_end": string | null,"current_period_start": string | null,"ended_at": string | null,"id": string,"organization_id": string,"plan_key": string | null,"status": Database["public"]['Enums']["subscription_status"],"stripe_created": string,"stripe_price_id": string | null,"stripe_subscription_id": string,"synced_at": string,"updated_at": string
@@ -659,12 +805,125 @@ isOneToOne: false
       referencedColumns: ["key"]
     }
                   ]
+                },"current_consents": {
+                  Row: {
+                    "email": string | null,"granted": boolean | null,"id": string,"organization_id": string | null,"policy_version": string | null,"purpose": string,"recorded_at": string,"recorded_by": string | null,"source": string,"user_id": string | null
+                  }
+                  ComputedFields: never
+                  Relationships: [
+                    {
+      foreignKeyName: "consent_records_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "consent_records_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "consent_records_purpose_fkey"
+      columns: ["purpose"]
+isOneToOne: false
+      referencedRelation: "consent_purposes"
+      referencedColumns: ["key"]
+    }
+                  ]
                 }
           }
           Functions: {
             "accept_invitation":
 { Args: { "p_token": string }; Returns: Json
                            },
+"acknowledge_organization_purge":
+{ Args: { "p_purge_id": string }; Returns: {
+              "acknowledged_at": string | null,
+"acknowledged_by": string | null,
+"cancel_reason": string | null,
+"cancelled_at": string | null,
+"cancelled_by": string | null,
+"completed_at": string | null,
+"created_at": string,
+"export_id": string | null,
+"forced": boolean,
+"id": string,
+"organization_id": string,
+"organization_name": string,
+"owner_emails": (string)[],
+"progress": NonNullable<Json>,
+"reason": string,
+"requested_at": string,
+"requested_by": string | null,
+"scheduled_for": string | null,
+"started_at": string | null,
+"status": Database["public"]['Enums']["purge_status"],
+"status_changed_at": string,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "purge_operations"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
+"advance_data_subject_request":
+{ Args: { "p_reason"?: string,"p_request_id": string,"p_status": string }; Returns: {
+              "completed_at": string | null,
+"created_at": string,
+"details": NonNullable<Json>,
+"due_at": string,
+"export_id": string | null,
+"filed_by": string | null,
+"id": string,
+"kind": Database["public"]['Enums']["data_subject_request_kind"],
+"organization_id": string | null,
+"received_at": string,
+"rejection_reason": string | null,
+"status": Database["public"]['Enums']["data_subject_request_status"],
+"subject_email": string | null,
+"subject_user_id": string | null,
+"updated_at": string,
+"warned_at": string | null
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "data_subject_requests"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
+"cancel_organization_purge":
+{ Args: { "p_purge_id": string,"p_reason": string }; Returns: {
+              "acknowledged_at": string | null,
+"acknowledged_by": string | null,
+"cancel_reason": string | null,
+"cancelled_at": string | null,
+"cancelled_by": string | null,
+"completed_at": string | null,
+"created_at": string,
+"export_id": string | null,
+"forced": boolean,
+"id": string,
+"organization_id": string,
+"organization_name": string,
+"owner_emails": (string)[],
+"progress": NonNullable<Json>,
+"reason": string,
+"requested_at": string,
+"requested_by": string | null,
+"scheduled_for": string | null,
+"started_at": string | null,
+"status": Database["public"]['Enums']["purge_status"],
+"status_changed_at": string,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "purge_operations"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
 "change_plan":
 { Args: { "p_now"?: string,"p_organization_id": string,"p_plan_key": string }; Returns: Json
                            },
@@ -683,8 +942,69 @@ isOneToOne: false
 "create_organization":
 { Args: { "p_name": string,"p_slug": string }; Returns: string
                            },
+"file_data_subject_request":
+{ Args: { "p_details"?: Json,"p_kind": string,"p_organization_id"?: string,"p_subject_email"?: string }; Returns: {
+              "completed_at": string | null,
+"created_at": string,
+"details": NonNullable<Json>,
+"due_at": string,
+"export_id": string | null,
+"filed_by": string | null,
+"id": string,
+"kind": Database["public"]['Enums']["data_subject_request_kind"],
+"organization_id": string | null,
+"received_at": string,
+"rejection_reason": string | null,
+"status": Database["public"]['Enums']["data_subject_request_status"],
+"subject_email": string | null,
+"subject_user_id": string | null,
+"updated_at": string,
+"warned_at": string | null
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "data_subject_requests"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
 "file_store_for":
 { Args: { "p_context": string,"p_published"?: boolean }; Returns: string
+                           },
+"force_organization_purge":
+{ Args: { "p_purge_id": string,"p_reason": string }; Returns: {
+              "acknowledged_at": string | null,
+"acknowledged_by": string | null,
+"cancel_reason": string | null,
+"cancelled_at": string | null,
+"cancelled_by": string | null,
+"completed_at": string | null,
+"created_at": string,
+"export_id": string | null,
+"forced": boolean,
+"id": string,
+"organization_id": string,
+"organization_name": string,
+"owner_emails": (string)[],
+"progress": NonNullable<Json>,
+"reason": string,
+"requested_at": string,
+"requested_by": string | null,
+"scheduled_for": string | null,
+"started_at": string | null,
+"status": Database["public"]['Enums']["purge_status"],
+"status_changed_at": string,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "purge_operations"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
+"get_consents":
+{ Args: { "p_user_id"?: string }; Returns: {
+              "granted": boolean,"policy_version": string,"purpose": string,"recorded_at": string,"source": string
+            }[]
                            },
 "get_credit_balances":
 { Args: { "p_organization_id": string }; Returns: Json
@@ -783,6 +1103,26 @@ isOneToOne: false
         isOneToOne: true
         isSetofReturn: false
       } },
+"record_consent":
+{ Args: { "p_email"?: string,"p_organization_id"?: string,"p_policy_version"?: string,"p_purpose": string,"p_source": string,"p_status": string }; Returns: {
+              "email": string | null,
+"id": string,
+"organization_id": string | null,
+"policy_version": string | null,
+"purpose": string,
+"recorded_at": string,
+"recorded_by": string | null,
+"seq": number,
+"source": string,
+"status": string,
+"user_id": string | null
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "consent_records"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
 "refund_credits":
 { Args: { "p_amounts"?: Json,"p_reason"?: string,"p_transaction_id": string }; Returns: Json
                            },
@@ -792,6 +1132,37 @@ isOneToOne: false
 "remove_member":
 { Args: { "p_organization_id": string,"p_user_id": string }; Returns: undefined
                            },
+"request_organization_purge":
+{ Args: { "p_organization_id": string,"p_reason": string,"p_scheduled_for"?: string }; Returns: {
+              "acknowledged_at": string | null,
+"acknowledged_by": string | null,
+"cancel_reason": string | null,
+"cancelled_at": string | null,
+"cancelled_by": string | null,
+"completed_at": string | null,
+"created_at": string,
+"export_id": string | null,
+"forced": boolean,
+"id": string,
+"organization_id": string,
+"organization_name": string,
+"owner_emails": (string)[],
+"progress": NonNullable<Json>,
+"reason": string,
+"requested_at": string,
+"requested_by": string | null,
+"scheduled_for": string | null,
+"started_at": string | null,
+"status": Database["public"]['Enums']["purge_status"],
+"status_changed_at": string,
+"updated_at": string
+            }
+                          SetofOptions: {
+        from: "*"
+        to: "purge_operations"
+        isOneToOne: true
+        isSetofReturn: false
+      } },
 "reserve_credits":
 { Args: { "p_action_type"?: string,"p_amounts"?: Json,"p_idempotency_key"?: string,"p_metadata"?: Json,"p_organization_id": string,"p_quantity"?: number,"p_ttl"?: string }; Returns: Json
                            },
@@ -884,7 +1255,7 @@ isOneToOne: false
                            }
           }
           Enums: {
-            "billing_standing": "good"|"past_due"|"suspended","credit_account_status": "active"|"suspended"|"defaulted"|"closed","credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","credit_statement_status": "pending"|"billed"|"paid"|"failed"|"void","credit_transaction_status": "pending"|"completed"|"failed"|"cancelled","credit_transaction_type": "charge"|"payment"|"adjustment"|"refund"|"fee"|"limit_change"|"status_change","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","file_status": "uploading"|"ready"|"moving","invoice_status": "draft"|"open"|"paid"|"uncollectible"|"void","organization_role": "owner"|"admin"|"member"|"billing","subscription_status": "incomplete"|"incomplete_expired"|"trialing"|"active"|"past_due"|"canceled"|"unpaid"|"paused"
+            "billing_standing": "good"|"past_due"|"suspended","credit_account_status": "active"|"suspended"|"defaulted"|"closed","credit_entry_kind": "grant"|"consumption"|"refund"|"expiry"|"hold"|"release"|"adjustment","credit_grant_kind": "plan_allocation"|"promotion"|"manual"|"refund"|"purchase","credit_reservation_status": "active"|"committed"|"released"|"expired","credit_statement_status": "pending"|"billed"|"paid"|"failed"|"void","credit_transaction_status": "pending"|"completed"|"failed"|"cancelled","credit_transaction_type": "charge"|"payment"|"adjustment"|"refund"|"fee"|"limit_change"|"status_change","data_subject_request_kind": "access"|"portability"|"erasure"|"rectification","data_subject_request_status": "received"|"verifying"|"in_progress"|"completed"|"rejected","email_category": "auth"|"account"|"billing"|"usage_alerts"|"product_news"|"marketing","file_status": "uploading"|"ready"|"moving","invoice_status": "draft"|"open"|"paid"|"uncollectible"|"void","organization_role": "owner"|"admin"|"member"|"billing","purge_status": "requested"|"scheduled"|"export_ready"|"acknowledged"|"executing"|"completed"|"cancelled","subscription_status": "incomplete"|"incomplete_expired"|"trialing"|"active"|"past_due"|"canceled"|"unpaid"|"paused"
           }
           CompositeTypes: {
             [_ in never]: never
@@ -1000,7 +1371,7 @@ export type CompositeTypes<
 export const Constants = {
   "public": {
           Enums: {
-            "billing_standing": ["good", "past_due", "suspended"],"credit_account_status": ["active", "suspended", "defaulted", "closed"],"credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"credit_statement_status": ["pending", "billed", "paid", "failed", "void"],"credit_transaction_status": ["pending", "completed", "failed", "cancelled"],"credit_transaction_type": ["charge", "payment", "adjustment", "refund", "fee", "limit_change", "status_change"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"file_status": ["uploading", "ready", "moving"],"invoice_status": ["draft", "open", "paid", "uncollectible", "void"],"organization_role": ["owner", "admin", "member", "billing"],"subscription_status": ["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"]
+            "billing_standing": ["good", "past_due", "suspended"],"credit_account_status": ["active", "suspended", "defaulted", "closed"],"credit_entry_kind": ["grant", "consumption", "refund", "expiry", "hold", "release", "adjustment"],"credit_grant_kind": ["plan_allocation", "promotion", "manual", "refund", "purchase"],"credit_reservation_status": ["active", "committed", "released", "expired"],"credit_statement_status": ["pending", "billed", "paid", "failed", "void"],"credit_transaction_status": ["pending", "completed", "failed", "cancelled"],"credit_transaction_type": ["charge", "payment", "adjustment", "refund", "fee", "limit_change", "status_change"],"data_subject_request_kind": ["access", "portability", "erasure", "rectification"],"data_subject_request_status": ["received", "verifying", "in_progress", "completed", "rejected"],"email_category": ["auth", "account", "billing", "usage_alerts", "product_news", "marketing"],"file_status": ["uploading", "ready", "moving"],"invoice_status": ["draft", "open", "paid", "uncollectible", "void"],"organization_role": ["owner", "admin", "member", "billing"],"purge_status": ["requested", "scheduled", "export_ready", "acknowledged", "executing", "completed", "cancelled"],"subscription_status": ["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"]
           }
         }
 } as const

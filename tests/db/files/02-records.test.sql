@@ -216,8 +216,9 @@ select throws_ok(format($$ select private.forget_file(%L) $$, :'f1'), '42501', n
 -- ---------------------------------------------------------------------------------------------
 select tests.reset_role();
 select set_eq($$ select table_name || ':' || store_column || '/' || object_column from private.file_references $$,
-  $$ values ('public.files:store/object_name'), ('public.files:move_to_store/move_to_object_name') $$,
-  'the files record names its objects, and a moving file its copy');
+  $$ values ('public.files:store/object_name'), ('public.files:move_to_store/move_to_object_name'),
+          ('private.data_exports:store/object_name') $$,
+  'the files record names its objects, a moving file its copy, and a data export its archive');
 select results_eq($$ select kind::text, command, enabled from private.jobs where name = 'files-cleanup' $$,
   $$ values ('http', 'files-cleanup', true) $$, 'the cleanup runs from the job registry, calling files-cleanup');
 select ok((select relrowsecurity from pg_class where oid = 'public.files'::regclass), 'public.files is under RLS');

@@ -40,7 +40,13 @@ select is_empty($$
   join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
   where n.nspname = 'public' and c.relkind in ('r', 'p') and a.attname = 'organization_id'
     and not a.attnotnull
-$$, 'every organization_id column in public is not null');
+    -- The audit log records actions of no organization too (its partitions are in private).
+    and c.relname <> 'audit_log'
+    -- Consent records are a person's: given to an organization (its CRM contacts) or, without one, to us.
+    and c.relname <> 'consent_records'
+    -- A data-subject request is filed by a user about themselves (no organization) or by an organization.
+    and c.relname <> 'data_subject_requests'
+$$, 'every organization_id column in public is not null (the audit log, consent records and users'' own requests aside)');
 
 select is_empty($$
   select c.relname from pg_attribute a
@@ -54,6 +60,10 @@ select is_empty($$
     -- ledger and overage have no foreign key to it. A credit account's transactions and
     -- statements reference their account, which references the organization.
     and c.relname not in ('credit_ledger', 'credit_overages')
+    -- The audit log outlives the rows it records (and their organizations): no foreign key.
+    and c.relname <> 'audit_log'
+    -- A purge operation is the tombstone of its organization: it outlives it.
+    and c.relname <> 'purge_operations'
     and not (c.relname in ('credit_account_transactions', 'credit_statements') and exists (
       select 1 from pg_constraint k where k.conrelid = c.oid and k.contype = 'f'
         and k.confrelid = 'public.credit_accounts'::regclass and k.conkey = array[a.attnum]))
@@ -244,9 +254,13 @@ $$, array['create_organization', 'invite_member', 'accept_invitation', 'update_m
           'file_store_for', 'get_file_usage',
           'open_credit_account', 'set_credit_limit', 'set_credit_account_status', 'update_credit_account_settings',
           'post_credit_account_transaction', 'list_credit_account_transactions',
+          'record_consent', 'get_consents',
+          'file_data_subject_request', 'advance_data_subject_request',
+          'request_organization_purge', 'acknowledge_organization_purge', 'cancel_organization_purge',
+          'force_organization_purge',
           -- PostgREST's pre-request check, run for every request
           'check_request'],
-  'authenticated can execute exactly the tenancy, credits, files and credit account RPCs in public (not change_plan)');
+  'authenticated can execute exactly the tenancy, credits, files, credit account, consent, request and purge RPCs in public (not change_plan)');
 
 select set_eq($$
   select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
@@ -268,7 +282,11 @@ $$, array['member_organization_ids', 'organization_ids_with_role', 'co_member_us
           'billing_customer_of',
           -- the credit account RPCs' bodies
           'open_credit_account', 'set_credit_limit', 'set_credit_account_status', 'update_credit_account_settings',
-          'post_credit_account_transaction'],
+          'post_credit_account_transaction',
+          -- the consent, data-subject request and purge RPCs' bodies
+          'record_consent', 'get_consents', 'file_data_subject_request', 'advance_data_subject_request',
+          'request_organization_purge', 'acknowledge_organization_purge', 'cancel_organization_purge',
+          'force_organization_purge'],
   'authenticated can execute exactly the policy helpers, caller checks, rules and RPC internals in private, nothing else');
 
 select is_empty($$

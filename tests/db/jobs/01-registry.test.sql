@@ -10,8 +10,9 @@ select set_eq($$ select name from private.jobs $$,
   array['credits-expire', 'credits-renew-periods', 'credits-purge-idempotency-keys', 'deleted-organizations-purge-records',
         'rate-limits-purge', 'outbox-purge', 'job-runs-purge', 'email-dispatch', 'emails-purge', 'files-cleanup',
         'billing-dunning', 'billing-invoice-pdfs', 'stripe-events-purge',
-        'credit-statements-close', 'credit-statements-bill', 'credit-accounts-dunning'],
-  'the registry lists every job: credits, retention, rate limits, the outbox, job runs, email, files, billing, credit accounts');
+        'credit-statements-close', 'credit-statements-bill', 'credit-accounts-dunning',
+        'audit-partitions', 'gdpr-exports', 'gdpr-deadlines', 'lifecycle-inactivity', 'lifecycle-purge'],
+  'the registry lists every job: credits, retention, rate limits, the outbox, job runs, email, files, billing, credit accounts, the audit log, GDPR, the lifecycle');
 select is_empty($$
   select j.name from private.jobs j where j.kind = 'sql' and j.enabled
     and not exists (select 1 from cron.job c where c.jobname = j.name and c.schedule = j.schedule
