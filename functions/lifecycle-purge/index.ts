@@ -20,9 +20,6 @@ const Body = z.object({
 
 // Leave room under the function's wall-clock limit; the next run resumes.
 const DEADLINE_MS = 100_000;
-// After each batch the purge rests as long as the batch took: it never takes more than about
-// half of the database's time from the organizations still using it (BENCHMARKS.md).
-const REST_RATIO = 1;
 
 export const handler = createHandler(async (req, { log }) => {
   await requireServiceRole(req);
@@ -30,8 +27,12 @@ export const handler = createHandler(async (req, { log }) => {
   const batchSize = body.batch_size ?? 5000;
   let batchesLeft = body.max_batches ?? 100000;
   const deadline = Date.now() + DEADLINE_MS;
-  const [{ prepared, started }] = await withServiceRole((tx) => tx<[{ prepared: number; started: number }]>`
-    select private.prepare_purges() as prepared, private.start_due_purges() as started`);
+  // After each batch the purge rests for rest_ratio times as long as the batch took (setting
+  // purge_rest_ratio), leaving the database to the organizations still using it (BENCHMARKS.md).
+  const [{ prepared, started, rest_ratio: restRatio }] = await withServiceRole((tx) => tx<
+    [{ prepared: number; started: number; rest_ratio: number }]
+  >`select private.prepare_purges() as prepared, private.start_due_purges() as started,
+      (private.setting('purge_rest_ratio') #>> '{}')::float8 as rest_ratio`);
   const purges = await withServiceRole((tx) => tx<{ id: string }[]>`select id from private.executing_purges() as id`);
   const completed: string[] = [];
   for (const { id } of purges) {
@@ -54,7 +55,7 @@ export const handler = createHandler(async (req, { log }) => {
         select private.purge_batch(${id}, ${batchSize}) as step`);
       done = step.done === true;
       batchesLeft -= 1;
-      if (!done) await new Promise((rest) => setTimeout(rest, (Date.now() - began) * REST_RATIO));
+      if (!done && restRatio > 0) await new Promise((rest) => setTimeout(rest, (Date.now() - began) * restRatio));
     }
     if (!done) break;
     await withServiceRole((tx) => tx`select private.finish_purge(${id})`);

@@ -1,8 +1,13 @@
 -- Benchmark fixtures for `npm run bench:credits` (scripts/bench-credits.mjs), in the local
 -- database only. Everything lives in the `bench` schema or in organizations whose slug starts
 -- with `bench-`, and scripts/bench-credits.mjs removes it all afterwards.
--- Start clean even if an earlier run was interrupted.
+-- Start clean even if an earlier run was interrupted (its organizations' money records too).
 delete from public.organizations where slug like 'bench-%';
+select private.permit('purge');
+delete from public.credit_ledger where organization_id::text like '00000000-0000-4000-8000-%';
+delete from public.credit_overages where organization_id::text like '00000000-0000-4000-8000-%';
+delete from private.deleted_organizations where organization_id::text like '00000000-0000-4000-8000-%';
+select private.permit('purge', false);
 delete from public.credit_actions where key = 'bench_ai_whatsapp_reply';
 drop schema if exists bench cascade;
 create schema bench;

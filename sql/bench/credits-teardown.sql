@@ -1,4 +1,10 @@
--- Removes what credits-setup.sql made (the ledger goes with its organizations).
+-- Removes what credits-setup.sql made, the money records its organizations leave behind
+-- (ledger, overage, tombstones) included, so the next run starts from nothing.
 delete from public.organizations where slug like 'bench-%';
+select private.permit('purge');
+delete from public.credit_ledger where organization_id in (select organization_id from bench.orgs);
+delete from public.credit_overages where organization_id in (select organization_id from bench.orgs);
+delete from private.deleted_organizations where organization_id in (select organization_id from bench.orgs);
+select private.permit('purge', false);
 delete from public.credit_actions where key = 'bench_ai_whatsapp_reply';
 drop schema if exists bench cascade;
