@@ -94,7 +94,8 @@ COMMENT ON TYPE private.erasure_strategy IS 'What erasure does to a column in th
 
 CREATE TYPE private.job_kind AS ENUM (
     'sql',
-    'http'
+    'http',
+    'steps'
 );
 
 
@@ -102,7 +103,7 @@ CREATE TYPE private.job_kind AS ENUM (
 -- Name: TYPE job_kind; Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON TYPE private.job_kind IS 'sql: pg_cron runs a SQL function; http: an edge function is called on the schedule.';
+COMMENT ON TYPE private.job_kind IS 'sql: pg_cron runs a SQL function in one transaction; steps: pg_cron calls a SQL function until it returns 0, committing after each call; http: an edge function is called on the schedule.';
 
 
 --
@@ -3049,6 +3050,10 @@ begin
   -- private.authorize, inlined); a key inserted by anyone else goes away with the error that
   -- follows.
   if p_idempotency_key is not null then
+    -- The key's lock first, the same lock consume_credits_batch takes for all its keys in key
+    -- order before any pool: whoever holds a key's row holds its lock, so calls take keys
+    -- before pools and keys in one order.
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('credit_key:' || p_organization_id::text || ':' || p_idempotency_key, 0));
     v_hash := md5(concat_ws('|', p_action_type, p_quantity, v_metadata::text));
     insert into private.credit_idempotency_keys (organization_id, key, request_hash)
     values (p_organization_id, p_idempotency_key, v_hash)
@@ -3519,14 +3524,18 @@ COMMENT ON COLUMN private.jobs.updated_at IS 'When it last changed.';
 CREATE FUNCTION private.cron_command(p_job private.jobs) RETURNS text
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO ''
-    AS $$
+    AS $_$
   select case
     when not p_job.enabled then null
     when p_job.kind = 'sql' then format('select private.run_job(%L)', p_job.name)
+    when p_job.kind = 'steps' then format(
+      'do $job$ declare v_run bigint := private.start_job_run(%L); begin '
+      || 'if v_run is not null then while private.run_job_step(v_run) loop commit; end loop; end if; end $job$',
+      p_job.name)
     when exists (select 1 from pg_catalog.pg_extension where extname = 'pg_net')
       then format('select private.invoke_http_job(%L)', p_job.name)
   end
-$$;
+$_$;
 
 
 --
@@ -4246,9 +4255,7 @@ begin
     ) due
     limit p_limit
   loop
-    perform private.close_credit_pools(v_org,
-      private.open_credit_pools(v_org, array(select pool_key from public.credit_balances where organization_id = v_org and next_expiry_at <= p_now), p_now),
-      p_now);
+    perform private.settle_credit_expiry(v_org, p_now);
     v_count := v_count + 1;
   end loop;
   return v_count;
@@ -4261,6 +4268,49 @@ $$;
 --
 
 COMMENT ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) IS 'Removes expired credits and releases expired reservations (pg_cron, every minute); returns how many organizations it settled.';
+
+
+--
+-- Name: expire_credits_step(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.expire_credits_step(p_now timestamp with time zone DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_org uuid;
+  v_passed uuid[] := '{}';
+begin
+  perform set_config('lock_timeout', '2s', true);
+  loop
+    select b.organization_id into v_org from public.credit_balances b
+    where b.next_expiry_at <= p_now and b.organization_id <> all (v_passed)
+    limit 1 for update skip locked;
+    if v_org is null then
+      select r.organization_id into v_org from public.credit_reservations r
+      where r.status = 'active' and r.expires_at <= p_now and r.organization_id <> all (v_passed)
+      limit 1 for update skip locked;
+    end if;
+    if v_org is null then
+      return 0;
+    end if;
+    begin
+      perform private.settle_credit_expiry(v_org, p_now);
+      return 1;
+    exception when lock_not_available then
+      v_passed := v_passed || v_org;
+    end;
+  end loop;
+end
+$$;
+
+
+--
+-- Name: FUNCTION expire_credits_step(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.expire_credits_step(p_now timestamp with time zone) IS 'Settles the expiry of one organization (the credits-expire job''s step); 1, or 0 when none is due and free.';
 
 
 --
@@ -8730,6 +8780,57 @@ COMMENT ON FUNCTION private.run_job(p_name text, p_now timestamp with time zone)
 
 
 --
+-- Name: run_job_step(bigint); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.run_job_step(p_run bigint) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job private.jobs;
+  v_started timestamptz;
+  v_total bigint;
+  v_rows bigint;
+begin
+  select r.started_at, coalesce(r.rows_affected, 0) into v_started, v_total
+  from private.job_runs r where r.id = p_run and r.outcome = 'running';
+  select j.* into v_job from private.jobs j
+  where j.name = (select job_name from private.job_runs where id = p_run) and j.kind = 'steps';
+  if v_started is null or v_job.name is null then
+    return false;
+  end if;
+  if not v_job.enabled or clock_timestamp() - v_started > (private.setting('http_job_lease') #>> '{}')::interval then
+    perform private.finish_job_run(p_run, v_total, null, clock_timestamp());
+    return false;
+  end if;
+  perform set_config('app.actor_kind', 'job', true);
+  perform set_config('app.actor_id', '', true);
+  perform set_config('app.request_id', format('job:%s:%s', v_job.name, p_run), true);
+  begin
+    execute format('select (%s)::bigint', v_job.command) into v_rows;
+  exception when others then
+    perform private.finish_job_run(p_run, v_total, left(sqlerrm, 2000), clock_timestamp());
+    return false;
+  end;
+  if coalesce(v_rows, 0) = 0 then
+    perform private.finish_job_run(p_run, v_total, null, clock_timestamp());
+    return false;
+  end if;
+  update private.job_runs set rows_affected = v_total + v_rows where id = p_run;
+  return true;
+end
+$$;
+
+
+--
+-- Name: FUNCTION run_job_step(p_run bigint); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.run_job_step(p_run bigint) IS 'One step of a steps job''s run (pg_cron''s DO block commits after each); false when the run is over.';
+
+
+--
 -- Name: scrub_jsonb(jsonb, text[], text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -9098,6 +9199,31 @@ COMMENT ON FUNCTION private.setting(p_key text) IS 'The value of a setting; rais
 
 
 --
+-- Name: settle_credit_expiry(uuid, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.settle_credit_expiry(p_organization_id uuid, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.close_credit_pools(p_organization_id,
+    private.open_credit_pools(p_organization_id,
+      array(select pool_key from public.credit_balances where organization_id = p_organization_id and next_expiry_at <= p_now),
+      p_now),
+    p_now);
+end
+$$;
+
+
+--
+-- Name: FUNCTION settle_credit_expiry(p_organization_id uuid, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.settle_credit_expiry(p_organization_id uuid, p_now timestamp with time zone) IS 'Removes an organization''s expired credits and releases its expired reservations.';
+
+
+--
 -- Name: site_url(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -9160,10 +9286,10 @@ declare
   v_run bigint;
 begin
   update private.jobs set running_since = p_now, last_started_at = p_now
-  where name = p_name and kind = 'http' and enabled
+  where name = p_name and kind in ('http', 'steps') and enabled
     and (running_since is null or running_since < p_now - (private.setting('http_job_lease') #>> '{}')::interval);
   if not found then
-    if exists (select 1 from private.jobs where name = p_name and kind = 'http') then
+    if exists (select 1 from private.jobs where name = p_name and kind in ('http', 'steps')) then
       insert into private.job_runs (job_name, started_at, finished_at, outcome) values (p_name, p_now, p_now, 'skipped');
     end if;
     return null;
@@ -9181,7 +9307,7 @@ $$;
 -- Name: FUNCTION start_job_run(p_name text, p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.start_job_run(p_name text, p_now timestamp with time zone) IS 'Starts an HTTP job''s run; null (and a skipped run) when one is still going or the job is disabled.';
+COMMENT ON FUNCTION private.start_job_run(p_name text, p_now timestamp with time zone) IS 'Starts an HTTP or steps job''s run; null (and a skipped run) when one is still going or the job is disabled.';
 
 
 --
@@ -10377,7 +10503,7 @@ COMMENT ON FUNCTION public.commit_reservation(p_reservation_id uuid, p_amounts j
 CREATE FUNCTION public.consume_credits_batch(p_organization_id uuid, p_items jsonb) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path TO ''
-    AS $$
+    AS $_$
 declare
   v_item jsonb;
   v_results jsonb := '[]'::jsonb;
@@ -10385,6 +10511,13 @@ begin
   if p_items is null or jsonb_typeof(p_items) <> 'array' or jsonb_array_length(p_items) not between 1 and 100 then
     perform private.raise('invalid_items', 'p_items must be an array of 1 to 100 items.');
   end if;
+  -- The items' keys locked in key order before the pools (consume_credits takes the same lock
+  -- for one key): two batches with the same keys in opposite orders take turns instead of
+  -- deadlocking.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('credit_key:' || p_organization_id::text || ':' || k.key, 0))
+  from (select distinct i ->> 'idempotency_key' as key from jsonb_array_elements(p_items) i
+        where jsonb_typeof(i) = 'object' and i ->> 'idempotency_key' ~ '^[A-Za-z0-9_.:-]{1,255}$') k
+  order by k.key collate "C";
   perform private.lock_pools_of_actions(p_organization_id,
     array(select distinct i ->> 'action_type' from jsonb_array_elements(p_items) i where jsonb_typeof(i) = 'object'));
   for v_item in select value from jsonb_array_elements(p_items) loop
@@ -10407,7 +10540,7 @@ begin
   end loop;
   return v_results;
 end
-$$;
+$_$;
 
 
 --
@@ -18045,13 +18178,6 @@ CREATE POLICY "Owners and billing members read their credit statements" ON publi
 
 
 --
--- Name: organizations Owners can delete their organization; Type: POLICY; Schema: public; Owner: -
---
-
-CREATE POLICY "Owners can delete their organization" ON public.organizations FOR DELETE TO authenticated USING ((id IN ( SELECT private.organization_ids_with_role('{owner}'::public.organization_role[]) AS organization_ids_with_role)));
-
-
---
 -- Name: credit_overages Owners, admins and billing can read overage; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -18973,6 +19099,13 @@ GRANT ALL ON FUNCTION private.executing_purges() TO service_role;
 
 REVOKE ALL ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.expire_credits(p_now timestamp with time zone, p_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION expire_credits_step(p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.expire_credits_step(p_now timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -19969,6 +20102,13 @@ GRANT ALL ON FUNCTION private.run_job(p_name text, p_now timestamp with time zon
 
 
 --
+-- Name: FUNCTION run_job_step(p_run bigint); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.run_job_step(p_run bigint) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION scrub_jsonb(p_value jsonb, p_values text[], p_replacement text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -20050,6 +20190,13 @@ REVOKE ALL ON FUNCTION private.set_updated_at() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION private.setting(p_key text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.setting(p_key text) TO service_role;
+
+
+--
+-- Name: FUNCTION settle_credit_expiry(p_organization_id uuid, p_now timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.settle_credit_expiry(p_organization_id uuid, p_now timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -20832,7 +20979,7 @@ GRANT SELECT ON TABLE public.organization_plans TO service_role;
 -- Name: TABLE organizations; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,DELETE ON TABLE public.organizations TO authenticated;
+GRANT SELECT ON TABLE public.organizations TO authenticated;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.organizations TO service_role;
 
 

@@ -420,6 +420,37 @@ describe('pool locks taken in several statements of one transaction', () => {
   });
 });
 
+describe('idempotency keys taken in several statements of one transaction', () => {
+  // Failed before 20261201000900 (deadlock_detected, one side aborted): a batch inserted its keys
+  // in item order, so a batch holding k1 and wanting k2 and another holding k2 and wanting k1
+  // waited on each other (on pools that did not make them take turns). Keys are now locked in
+  // key order before any pool.
+  it('consume_credits_batch: batches naming the same keys in opposite orders take turns', { timeout: 30000 }, async () => {
+    const org = (await insertOrganization({ name: 'Credits conc' })).id;
+    orgs.push(org);
+    const [k1, k2] = [`k1-${id}`, `k2-${id}`];
+    const batch = (db: Sql, items: object[]) =>
+      db<{ r: ConsumeResult[] }[]>`select public.consume_credits_batch(${org}, ${db.json(items as never)}) as r`.then((rows) => rows[0].r);
+    let other: Promise<{ value?: ConsumeResult[]; error?: { code?: string; message: string } }> | undefined;
+    const mine: ConsumeResult[][] = [];
+    await sql.begin(async (tx) => {
+      // This transaction charges ai under k1 and keeps it; the other batch, on whatsapp, names
+      // k2 then k1 and must wait for k1 without holding k2, so that k2 is free for this one.
+      mine.push(await batch(tx as unknown as Sql, [{ action_type: 'ai_chat', idempotency_key: k1 }]));
+      other = settle(batch(pool, [{ action_type: 'whatsapp_message', idempotency_key: k2 }, { action_type: 'whatsapp_message', idempotency_key: k1 }]));
+      await waitForLockWaiters(sql, APP, 1);
+      mine.push(await batch(tx as unknown as Sql, [{ action_type: 'ai_chat', idempotency_key: k2 }]));
+    });
+    const theirs = await other!;
+    expect(theirs.error).toBeUndefined();
+    expect(mine.flat().map((r) => r.success)).toEqual([true, true]);
+    // Same keys, other arguments: the other batch is told so, item by item, and charged nothing.
+    expect(theirs.value!.map((r) => r.error)).toEqual(['idempotency_key_reused', 'idempotency_key_reused']);
+    expect(await ledgerSums(sql, org, 'consumption')).toEqual({ ai: -2 });
+    await expectReconciled(sql, org);
+  });
+});
+
 describe('the expiry job against concurrent writers', () => {
   // expire_credits picks the due organizations first and settles them one by one; when a writer
   // has swept one of them in between, open_credit_pools finds no pool to open. That must be a
@@ -475,6 +506,42 @@ describe('the expiry job against concurrent writers', () => {
     for (const org of due) {
       expect(await getBalances(sql, org)).toMatchObject({ ai: { available: 0 }, sms: { available: 0 } });
       await expectReconciled(sql, org);
+    }
+  });
+  // credits-expire is a steps job: pg_cron runs a DO block that settles one organization per
+  // transaction. One whose rows another transaction holds is passed over; the others are
+  // settled and committed meanwhile, and the next run settles it.
+  it('credits-expire settles each organization in its own transaction, passing over one whose rows are held', { timeout: 60000 }, async () => {
+    const holder = connectionPool(1, `${APP}-holder`);
+    const job = connectionPool(1, `${APP}-steps`);
+    const due = async (org: string) => (await sql<{ n: number }[]>`
+      select count(*)::int as n from public.credit_balances where organization_id = ${org} and next_expiry_at <= now()`)[0].n;
+    try {
+      const [held, free] = [(await insertOrganization({ name: 'Credits conc' })).id, (await insertOrganization({ name: 'Credits conc' })).id];
+      orgs.push(held, free);
+      for (const org of [held, free]) await sql`select public.change_plan(${org}, 'starter', now() - interval '32 days')`;
+      const [{ command }] = await sql<{ command: string }[]>`
+        select private.cron_command(j) as command from private.jobs j where name = 'credits-expire'`;
+      expect(command).toMatch(/^do \$job\$/);
+      await holder.begin(async (tx) => {
+        await tx`select 1 from public.credit_balances where organization_id = ${held} for update`;
+        // pg_cron's own command, as pg_cron sends it (one simple query on its own session).
+        await job.unsafe(command).simple();
+        // Committed while the held organization's transaction is still open.
+        expect(await due(free)).toBe(0);
+        expect(await due(held)).toBeGreaterThan(0);
+      });
+      await job.unsafe(command).simple();
+      expect(await due(held)).toBe(0);
+      const runs = await sql<{ outcome: string; error: string | null; rows_affected: number }[]>`
+        select outcome::text, error, rows_affected::int from private.job_runs
+        where job_name = 'credits-expire' and outcome <> 'skipped' order by id desc limit 2`;
+      expect(runs.map((r) => [r.outcome, r.error])).toEqual([['succeeded', null], ['succeeded', null]]);
+      expect(runs.every((r) => r.rows_affected >= 1)).toBe(true);
+      for (const org of [held, free]) await expectReconciled(sql, org);
+    } finally {
+      await holder.end({ timeout: 5 });
+      await job.end({ timeout: 5 });
     }
   });
 });

@@ -203,10 +203,11 @@ select results_eq($$
   select j.name, j.schedule, j.command, c.command from private.jobs j join cron.job c on c.jobname = j.name
   where j.name in ('credits-expire', 'credits-renew-periods', 'credits-purge-idempotency-keys') order by j.name
 $$, $$ values
-  ('credits-expire', '* * * * *', 'private.expire_credits()', 'select private.run_job(''credits-expire'')'),
+  ('credits-expire', '* * * * *', 'private.expire_credits_step()',
+   'do $job$ declare v_run bigint := private.start_job_run(''credits-expire''); begin if v_run is not null then while private.run_job_step(v_run) loop commit; end loop; end if; end $job$'),
   ('credits-purge-idempotency-keys', '17 * * * *', 'private.purge_credit_idempotency_keys()', 'select private.run_job(''credits-purge-idempotency-keys'')'),
   ('credits-renew-periods', '*/5 * * * *', 'private.renew_credit_periods()', 'select private.run_job(''credits-renew-periods'')')
-$$, 'the job registry expires credits every minute, renews periods every 5 minutes and purges idempotency keys hourly, through pg_cron');
+$$, 'the job registry expires credits every minute (one organization per transaction), renews periods every 5 minutes and purges idempotency keys hourly, through pg_cron');
 
 select * from finish();
 rollback;

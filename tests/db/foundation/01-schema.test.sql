@@ -145,8 +145,8 @@ $$, 'anon has no privilege on any table in public');
 
 select table_privs_are('public', 'profiles', 'authenticated', array['SELECT'],
   'authenticated may only select profiles at table level (updates are per column)');
-select table_privs_are('public', 'organizations', 'authenticated', array['SELECT', 'DELETE'],
-  'authenticated may select and delete organizations at table level (updates are per column)');
+select table_privs_are('public', 'organizations', 'authenticated', array['SELECT'],
+  'authenticated may only select organizations at table level (updates are per column; owners delete through request_organization_purge)');
 select table_privs_are('public', 'organization_members', 'authenticated', array['SELECT'],
   'authenticated may only select organization_members (changes go through RPCs)');
 select table_privs_are('public', 'organization_invitations', 'authenticated', array['SELECT', 'DELETE'],

@@ -4,7 +4,7 @@
 -- HTTP job's run (recorded by its function) is leased; old runs are purged. Only the service role
 -- reaches the registry, and it may pause or reschedule a job but not change what it runs.
 begin;
-select plan(25);
+select plan(32);
 
 select set_eq($$ select name from private.jobs $$,
   array['credits-expire', 'credits-renew-periods', 'credits-purge-idempotency-keys', 'deleted-organizations-purge-records',
@@ -67,6 +67,29 @@ select is((select error from private.job_runs where job_name = 'test-http' order
   'and the run that died is recorded as failed when the next one starts');
 update private.jobs set enabled = false where name = 'test-http';
 select is(private.start_job_run('test-http', '2000-01-02 00:00+00'), null, 'a disabled HTTP job does not start');
+
+-- Steps jobs: pg_cron runs a DO block that commits after every step (that needs its own session:
+-- tests/credits/concurrency.test.ts runs credits-expire's); here, the steps themselves.
+create temporary table steps_left (n integer);
+insert into steps_left values (3);
+create function pg_temp.one_step() returns bigint language sql as $$ update steps_left set n = n - 1 where n > 0 returning 2::bigint $$;
+select private.register_job('test-steps', '* * * * *', 'steps', 'pg_temp.one_step()', 'Three steps of two (test).');
+select matches((select command from cron.job where jobname = 'test-steps'),
+  '^do \$job\$ declare v_run bigint := private.start_job_run\(''test-steps''\); begin if v_run is not null then while private.run_job_step\(v_run\) loop commit; end loop; end if; end \$job\$$',
+  'pg_cron runs a steps job as a DO block that commits after each step');
+select private.start_job_run('test-steps') as steps_run \gset
+select results_eq(format($$ select private.run_job_step(%s) from generate_series(1, 5) $$, :steps_run),
+  $$ values (true), (true), (true), (false), (false) $$, 'each step goes on while the function did something; then the run is over');
+select results_eq(format($$ select outcome::text, rows_affected, error from private.job_runs where id = %s $$, :steps_run),
+  $$ values ('succeeded', 6::bigint, null::text) $$, 'the run adds up what its steps did');
+select ok((select running_since is null from private.jobs where name = 'test-steps'), 'and frees the lease');
+update private.jobs set command = 'pg_temp.explode()' where name = 'test-steps';
+select private.start_job_run('test-steps') as steps_run \gset
+select is(private.run_job_step(:steps_run), false, 'a failing step ends the run');
+select results_eq(format($$ select outcome::text, error from private.job_runs where id = %s $$, :steps_run),
+  $$ values ('failed', 'boom') $$, 'recorded as failed, with the error');
+select results_eq($$ select kind::text, command from private.jobs where name = 'credits-expire' $$,
+  $$ values ('steps', 'private.expire_credits_step()') $$, 'credits-expire settles one organization per step');
 
 -- Retention.
 select cmp_ok(private.purge_job_runs(now() + interval '31 days'), '>=', 5::bigint, 'runs older than 30 days are purged');

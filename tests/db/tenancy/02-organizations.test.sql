@@ -4,7 +4,7 @@
 -- Cast: alice creates Acme and is its owner; bob is Acme's admin, carol a member, dave billing;
 -- erin owns Globex; frank belongs to nothing.
 begin;
-select plan(50);
+select plan(51);
 
 select tests.create_user('alice@orgs.test');
 select tests.create_user('bob@orgs.test');
@@ -176,24 +176,28 @@ select results_eq($$ select name, slug from public.organizations where slug like
 -- ---------------------------------------------------------------------------------------------
 -- Deleting
 -- ---------------------------------------------------------------------------------------------
+-- Nobody deletes through the API: owners ask for the purge (request_organization_purge, the
+-- lifecycle tests), which offers the export first.
 select tests.authenticate_as('bob@orgs.test');
-select is_empty($$ delete from public.organizations where slug = 'acme-orgs-test' returning id $$,
-  'bob, an admin, cannot delete Acme (no row is deleted)');
+select throws_ok($$ delete from public.organizations where slug = 'acme-orgs-test' $$, '42501', null,
+  'bob, an admin, cannot delete Acme');
 
 select tests.authenticate_as('carol@orgs.test');
-select is_empty($$ delete from public.organizations where slug = 'acme-orgs-test' returning id $$,
-  'carol, a member, cannot delete Acme (no row is deleted)');
+select throws_ok($$ delete from public.organizations where slug = 'acme-orgs-test' $$, '42501', null,
+  'carol, a member, cannot delete Acme');
 
 select tests.authenticate_as('erin@orgs.test');
-select is_empty($$ delete from public.organizations where slug = 'acme-orgs-test' returning id $$,
-  'erin, from another organization, cannot delete Acme (no row is deleted)');
+select throws_ok($$ delete from public.organizations where slug = 'acme-orgs-test' $$, '42501', null,
+  'erin, from another organization, cannot delete Acme');
+
+select tests.authenticate_as('alice@orgs.test');
+select throws_ok($$ delete from public.organizations where slug = 'acme-orgs-test' $$, '42501', null,
+  'nor can alice, the owner: she asks for its purge, which offers the export first');
 
 select tests.reset_role();
 select id as acme_id from public.organizations where slug = 'acme-orgs-test' \gset
-
-select tests.authenticate_as('alice@orgs.test');
 select isnt_empty($$ delete from public.organizations where slug = 'acme-orgs-test' returning id $$,
-  'alice, the owner, deletes Acme (the cascade to its members does not trip the last-owner guard)');
+  'the database owner (an operator) deletes Acme (the cascade to its members does not trip the last-owner guard)');
 
 select tests.reset_role();
 select is((select count(*)::int from public.organization_members where organization_id = :'acme_id'), 0,
