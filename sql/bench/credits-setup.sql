@@ -3,6 +3,7 @@
 -- with `bench-`, and scripts/bench-credits.mjs removes it all afterwards.
 -- Start clean even if an earlier run was interrupted (its organizations' money records too).
 delete from public.organizations where slug like 'bench-%';
+delete from auth.users where email like 'bench-user-%@bench.test';
 select private.permit('purge');
 delete from public.credit_ledger where organization_id::text like '00000000-0000-4000-8000-%';
 delete from public.credit_overages where organization_id::text like '00000000-0000-4000-8000-%';
@@ -61,6 +62,27 @@ begin
   end loop;
 end
 $$;
+
+-- A signed-in member per organization (user n owns organization n), with a live session, for
+-- the scenarios that run as `authenticated` the way PostgREST does: the role, the JWT claims,
+-- the pre-request check.
+create function bench.user_id(p_n integer) returns uuid language sql immutable
+as $$ select ('00000000-0000-4000-a000-' || lpad(p_n::text, 12, '0'))::uuid $$;
+create function bench.session_id(p_n integer) returns uuid language sql immutable
+as $$ select ('00000000-0000-4000-b000-' || lpad(p_n::text, 12, '0'))::uuid $$;
+create function bench.claims(p_n integer) returns text language sql immutable
+as $$ select json_build_object('sub', bench.user_id(p_n), 'role', 'authenticated', 'aud', 'authenticated',
+                               'session_id', bench.session_id(p_n))::text $$;
+insert into auth.users (id, email, raw_app_meta_data, raw_user_meta_data)
+select bench.user_id(g), format('bench-user-%s@bench.test', g), '{"provider": "email", "providers": ["email"]}', '{}'
+from generate_series(1, 1000) g;
+insert into auth.sessions (id, user_id) select bench.session_id(g), bench.user_id(g) from generate_series(1, 1000) g;
+insert into public.organization_members (organization_id, user_id, role)
+select bench.org_id(g), bench.user_id(g), 'owner' from generate_series(1, 1000) g;
+
+-- The items of a batch of 100 one-credit consumptions.
+create function bench.batch_100() returns jsonb language sql immutable
+as $$ select jsonb_agg(jsonb_build_object('action_type', 'ai_chat')) from generate_series(1, 100) $$;
 
 -- A two-pool action (an AI reply sent on WhatsApp).
 insert into public.credit_actions (key, name) values ('bench_ai_whatsapp_reply', 'Bench: AI reply on WhatsApp');

@@ -1,6 +1,7 @@
 -- Removes what credits-setup.sql made, the money records its organizations leave behind
 -- (ledger, overage, tombstones) included, so the next run starts from nothing.
 delete from public.organizations where slug like 'bench-%';
+delete from auth.users where email like 'bench-user-%@bench.test';
 select private.permit('purge');
 delete from public.credit_ledger where organization_id in (select organization_id from bench.orgs);
 delete from public.credit_overages where organization_id in (select organization_id from bench.orgs);
