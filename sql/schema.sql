@@ -4224,7 +4224,9 @@ CREATE FUNCTION private.executing_purges() RETURNS SETOF uuid
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select id from public.purge_operations where status = 'executing' order by started_at
+  select id from public.purge_operations
+  where status = 'executing' and not private.under_legal_hold(organization_id)
+  order by started_at
 $$;
 
 
@@ -4232,7 +4234,7 @@ $$;
 -- Name: FUNCTION executing_purges(); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.executing_purges() IS 'The purges executing, for lifecycle-purge.';
+COMMENT ON FUNCTION private.executing_purges() IS 'The purges executing, for lifecycle-purge (not those a legal hold stopped).';
 
 
 --
@@ -7597,8 +7599,10 @@ declare
   v_deleted bigint;
   v_before timestamptz := p_now - (private.setting('sent_email_retention') #>> '{}')::interval;
 begin
-  delete from private.email_messages
-  where status not in ('queued', 'sending') and created_at < v_before;
+  delete from private.email_messages m
+  where m.status not in ('queued', 'sending') and m.created_at < v_before
+    and not exists (select 1 from private.legal_holds h
+                    where h.released_at is null and (h.organization_id is null or h.organization_id = m.organization_id));
   get diagnostics v_deleted = row_count;
   delete from private.webhook_receipts where received_at < v_before;
   return v_deleted;
@@ -7610,7 +7614,7 @@ $$;
 -- Name: FUNCTION purge_sent_emails(p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.purge_sent_emails(p_now timestamp with time zone) IS 'Deletes finished messages and webhook receipts older than sent_email_retention.';
+COMMENT ON FUNCTION private.purge_sent_emails(p_now timestamp with time zone) IS 'Deletes finished messages (not an organization''s under a legal hold) and webhook receipts older than sent_email_retention.';
 
 
 --
@@ -8162,6 +8166,30 @@ $$;
 --
 
 COMMENT ON FUNCTION private.refund_credits(p_transaction_id uuid, p_amounts jsonb, p_reason text) IS 'The body of refund_credits.';
+
+
+--
+-- Name: refuse_purge_under_hold(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.refuse_purge_under_hold() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status = 'executing' and old.status is distinct from 'executing' and private.under_legal_hold(new.organization_id) then
+    perform private.raise('legal_hold', 'A legal hold stands on this organization: release it before the purge can run.');
+  end if;
+  return new;
+end
+$$;
+
+
+--
+-- Name: FUNCTION refuse_purge_under_hold(); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.refuse_purge_under_hold() IS 'Trigger: a purge does not start executing while a legal hold stands on its organization.';
 
 
 --
@@ -9257,6 +9285,7 @@ begin
   for v_purge in
     select * from public.purge_operations
     where status in ('export_ready', 'acknowledged') and scheduled_for <= p_now
+      and not private.under_legal_hold(organization_id)
     for update skip locked
   loop
     perform private.move_purge(v_purge.id, 'executing', '{}'::jsonb, p_now);
@@ -10173,6 +10202,26 @@ $$;
 --
 
 COMMENT ON FUNCTION private.track_new_organization() IS 'Trigger: starts an organization''s inactivity tracker.';
+
+
+--
+-- Name: under_legal_hold(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.under_legal_hold(p_organization_id uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select exists (select 1 from private.legal_holds h
+                 where h.released_at is null and (h.organization_id is null or h.organization_id = p_organization_id))
+$$;
+
+
+--
+-- Name: FUNCTION under_legal_hold(p_organization_id uuid); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.under_legal_hold(p_organization_id uuid) IS 'Whether a legal hold stands on the organization (its own, or one on every organization).';
 
 
 --
@@ -17274,6 +17323,13 @@ CREATE TRIGGER purge_operations_guard BEFORE UPDATE OF status ON public.purge_op
 
 
 --
+-- Name: purge_operations purge_operations_refuse_under_hold; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER purge_operations_refuse_under_hold BEFORE UPDATE OF status ON public.purge_operations FOR EACH ROW EXECUTE FUNCTION private.refuse_purge_under_hold();
+
+
+--
 -- Name: purge_operations purge_operations_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -19982,6 +20038,13 @@ GRANT ALL ON FUNCTION private.refund_credits(p_transaction_id uuid, p_amounts js
 
 
 --
+-- Name: FUNCTION refuse_purge_under_hold(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.refuse_purge_under_hold() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION register_job(p_name text, p_schedule text, p_kind private.job_kind, p_command text, p_description text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -20398,6 +20461,13 @@ REVOKE ALL ON FUNCTION private.track_grant_expiry() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.track_new_organization() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION under_legal_hold(p_organization_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.under_legal_hold(p_organization_id uuid) FROM PUBLIC;
 
 
 --

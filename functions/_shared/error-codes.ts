@@ -86,6 +86,7 @@ export const ERROR_CATALOGUE = {
   invitation_already_accepted: { sqlstate: 'P0001', status: 400, class: 'rule', meaning: 'The invitation has been used.' },
   invitation_expired: { sqlstate: 'P0001', status: 400, class: 'rule', meaning: 'The invitation has expired: ask for a new one.' },
   last_owner: { sqlstate: 'P0001', status: 400, class: 'rule', meaning: 'An organization must keep at least one owner.' },
+  legal_hold: { sqlstate: 'P0001', status: 400, class: 'rule', meaning: 'A legal hold stands on the organization: it is not purged until the hold is released.' },
   not_publishable: { sqlstate: 'P0001', status: 400, class: 'rule', meaning: 'Files of this context are never public.' },
   overage_needs_credit_account: { sqlstate: 'P0001', status: 400, class: 'rule', meaning: 'Usage beyond the balance needs an active credit account (the plan allows overage, the organization has no line of credit).' },
   pack_not_billable: { sqlstate: 'P0001', status: 400, class: 'rule', meaning: 'This credit pack has no Stripe price yet.' },

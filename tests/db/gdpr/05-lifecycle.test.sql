@@ -5,7 +5,7 @@
 --
 -- Cast: alice owns Acme (starter) with bob (member); erin owns Globex; oscar is a platform admin.
 begin;
-select plan(40);
+select plan(45);
 
 select tests.create_user('alice@lifecycle.test');
 select tests.create_user('bob@lifecycle.test');
@@ -126,6 +126,25 @@ insert into private.legal_holds (organization_id, reason) values (:'globex', 'Li
 update private.deleted_organizations set records_retained_until = now() - interval '1 day' where organization_id = :'globex';
 select private.purge_deleted_organization_records(now(), 100000);
 select cmp_ok((select count(*)::int from public.credit_ledger where organization_id = :'globex'), '>', 0, 'a legal hold keeps the records past their retention');
+
+-- A hold on a live organization: no purge of it runs, its mail outlives its retention.
+insert into private.legal_holds (organization_id, reason) values (:'acme', 'Regulator inquiry') returning id as acme_hold \gset
+select tests.authenticate_as('oscar@lifecycle.test');
+select (public.request_organization_purge(:'acme', 'Operator cleanup', '2027-01-01')).id as p3 \gset
+select throws_ok(format($$ select public.force_organization_purge(%L, 'now') $$, :'p3'), 'P0001', 'legal_hold',
+  'a purge cannot be forced under a legal hold');
+select tests.reset_role();
+select private.move_purge(:'p3', 'export_ready', '{}', now());
+select is(private.start_due_purges('2027-01-02'), 0, 'nor does a due one start');
+update private.legal_holds set released_at = now() where id = :'acme_hold';
+select is(private.start_due_purges('2027-01-02'), 1, 'released, it starts');
+insert into private.legal_holds (organization_id, reason) values (:'acme', 'Second inquiry');
+select ok(:'p3' <> all (array(select private.executing_purges())), 'and a hold placed while it runs stops it');
+insert into private.email_messages (recipient, organization_id, template, props, idempotency_key, status, created_at)
+values ('bob@lifecycle.test', :'acme', 'welcome', '{}', 'lifecycle-hold-test', 'sent', now() - interval '1 year');
+select private.purge_sent_emails();
+select is((select count(*)::int from private.email_messages where idempotency_key = 'lifecycle-hold-test'), 1,
+  'the organization''s sent mail outlives its retention while the hold stands');
 
 select * from finish();
 rollback;
