@@ -272,7 +272,7 @@ $$, array['member_organization_ids', 'organization_ids_with_role', 'co_member_us
           'caller_role', 'require_member', 'authorize', 'raise', 'permitted', 'is_slug', 'is_email',
           'consume_credits', 'reserve_credits', 'commit_reservation',
           'release_reservation', 'grant_credits', 'refund_credits', 'set_credit_low_threshold', 'credit_balances_at',
-          'lock_pools_of_actions',
+          'lock_pools_of_actions', 'consume_credits_set',
           -- the files routing and the checks files-upload, files-move and files-delete run as the caller
           'file_store_for', 'file_usage', 'begin_file_upload', 'manageable_file', 'begin_file_move',
           -- the session check behind public.check_request
