@@ -3307,10 +3307,7 @@ declare
   v_heads jsonb := '{}';
   v_thresholds jsonb := '{}';
   v_row record;
-  v_before bigint;
-  v_after bigint;
   v_results jsonb := '[]'::jsonb;
-  v_i integer;
 begin
   if not (v_role = 'service_role' or (v_role = 'authenticated' and exists (
             select 1 from public.organization_members m where m.organization_id = p_organization_id and m.user_id = v_actor))) then
@@ -3381,17 +3378,24 @@ begin
   from unnest(v_txs, v_pools, v_costs, v_quantities, v_metadatas) with ordinality as i (tx, pool, cost, quantity, metadata, n)
   order by i.n;
 
-  -- The results, and the low and depleted events, item after item as single calls would give them.
-  for v_i in 1 .. cardinality(v_pools) loop
-    v_pool := v_pools[v_i];
-    v_before := (v_available ->> v_pool)::bigint;
-    v_after := v_before - v_costs[v_i];
-    v_available := v_available || jsonb_build_object(v_pool, v_after);
-    if v_after < (v_thresholds ->> v_pool)::bigint or v_after = 0 then
-      perform private.notify_credit_crossing(p_organization_id, v_pool, v_before, v_after, (v_thresholds ->> v_pool)::bigint);
-    end if;
-    v_results := v_results || jsonb_build_array(jsonb_build_object('success', true, 'transaction_id', v_txs[v_i],
-      'consumed', jsonb_build_object(v_pool, v_costs[v_i]), 'remaining', jsonb_build_object(v_pool, v_after)));
+  -- The results, and the low and depleted events, item after item as single calls would give
+  -- them: each item's remaining balance is its pool's balance before the batch less the running
+  -- sum of the pool's costs up to it. One aggregate, not an array grown item by item.
+  select jsonb_agg(jsonb_build_object('success', true, 'transaction_id', r.tx, 'consumed', jsonb_build_object(r.pool, r.cost),
+                                      'remaining', jsonb_build_object(r.pool, r.after)) order by r.n)
+  into v_results
+  from (select i.n, i.tx, i.pool, i.cost,
+               (v_available ->> i.pool)::bigint - (sum(i.cost) over (partition by i.pool order by i.n))::bigint as after
+        from unnest(v_txs, v_pools, v_costs) with ordinality as i (tx, pool, cost, n)) r;
+  for v_row in
+    select r.pool, r.after + r.cost as before, r.after, (v_thresholds ->> r.pool)::bigint as threshold
+    from (select i.n, i.pool, i.cost,
+                 (v_available ->> i.pool)::bigint - (sum(i.cost) over (partition by i.pool order by i.n))::bigint as after
+          from unnest(v_pools, v_costs) with ordinality as i (pool, cost, n)) r
+    where r.after < (v_thresholds ->> r.pool)::bigint or r.after = 0
+    order by r.n
+  loop
+    perform private.notify_credit_crossing(p_organization_id, v_row.pool, v_row.before, v_row.after, v_row.threshold);
   end loop;
   return v_results;
 end
