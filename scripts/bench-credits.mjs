@@ -11,13 +11,13 @@
 // Commits are durable as in production (synchronous_commit = on for the benchmark sessions).
 // Options: --seconds=N per scenario (default 6), --clients=1,8,32, --keep (leave the fixtures
 // in place afterwards, to try variants by hand)
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import autocannon from 'autocannon';
-import { DB_URL, PORTS, ROOT, signUserToken } from './lib/config.mjs';
+import { PORTS, ROOT, signUserToken } from './lib/config.mjs';
 import { connect, runSqlFile } from './lib/db.mjs';
+import { percentile, pgbench } from './lib/pgbench.mjs';
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
 const SECONDS = Number(arg('seconds', 6));
@@ -49,34 +49,10 @@ const SCENARIOS = [
     sql: 'select public.consume_credits_batch(bench.org_id(:o), bench.batch_100());' },
 ];
 
-function pgbench(script, clients) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-credits-'));
-  const file = path.join(dir, 'script.sql');
-  fs.writeFileSync(file, `${script}\n`);
-  const url = new URL(DB_URL);
-  const r = spawnSync('pgbench', [
-    '-h', url.hostname, '-p', url.port, '-U', url.username, '-n', '-M', 'prepared',
-    '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS),
-    '-l', '--log-prefix', path.join(dir, 'log'), '-f', file, 'postgres',
-  ], {
-    cwd: dir, encoding: 'utf8',
-    env: { ...process.env, PGPASSWORD: decodeURIComponent(url.password), PGOPTIONS: '-c synchronous_commit=on' },
-  });
-  if (r.status !== 0) throw new Error(`pgbench failed:\n${r.stdout}\n${r.stderr}`);
-  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(r.stdout)?.[1]);
-  const failed = Number(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? 0);
-  // Per-transaction log lines: client_id transaction_no time_us script_no epoch epoch_us
-  const latencies = [];
-  for (const f of fs.readdirSync(dir).filter((f) => f.startsWith('log'))) {
-    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
-      const us = Number(line.split(' ')[2]);
-      if (us > 0) latencies.push(us);
-    }
-  }
-  fs.rmSync(dir, { recursive: true, force: true });
-  latencies.sort((a, b) => a - b);
-  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] / 1000;
-  return { tps, failed, p50: pct(50), p99: pct(99) };
+async function run(script, clients) {
+  const { tps, failed, txs } = await pgbench(script, { clients, seconds: SECONDS });
+  const latencies = txs.map((t) => t.ms);
+  return { tps, failed, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
 }
 
 async function check(sql) {
@@ -134,7 +110,7 @@ try {
         // Each scenario starts right after a checkpoint, so full-page writes count as they do
         // in production (every page's first change after a checkpoint is logged whole).
         await sql`checkpoint`;
-        const result = pgbench(`${pick[where]}\n${scenario.sql}`, clients);
+        const result = await run(`${pick[where]}\n${scenario.sql}`, clients);
         if (scenario.ceiling) ceilings[`${where}/${clients}`] = result.tps;
         const ok = await check(sql);
         const clean = ok.negative === 0 && ok.unreconciled === 0 && result.failed === 0;

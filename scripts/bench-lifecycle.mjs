@@ -13,12 +13,12 @@
 // Options: --seconds=N of the consumers alone (default 15), --loaded-seconds=N of the whole
 // pgbench run (default 120; must outlast the alone window and the purge), --batch=N rows per
 // purge batch (default 5000, lifecycle-purge's own), --keep (leave the fixtures).
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { DB_URL, ROOT, SERVICE_ROLE_KEY, API_URL } from './lib/config.mjs';
 import { connect, runSqlFile } from './lib/db.mjs';
+import { percentile, pgbench } from './lib/pgbench.mjs';
 
 const arg = (name, fallback) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
 const SECONDS = Number(arg('seconds', 15));
@@ -42,38 +42,10 @@ async function callFunction(name, body = {}) {
   return JSON.parse(text);
 }
 
-/** pgbench's consumers: 8 clients, one of 1,000 organizations each call. Resolves with their
- * per-transaction latencies (ms) and the epoch (ms) each finished at. */
+/** pgbench's consumers: 8 clients, one of 1,000 organizations each call. */
 function consumers(seconds) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-lifecycle-'));
-  const file = path.join(dir, 'script.sql');
-  fs.writeFileSync(file, "\\set o random(1, 1000)\nselect public.consume_credits_rpc(bench.org_id(:o), 'ai_chat');\n");
-  const child = spawn('pgbench', [...pgArgs, '-n', '-M', 'prepared', '-c', '8', '-j', '2', '-T', String(seconds),
-    '-l', '--log-prefix', path.join(dir, 'log'), '-f', file, 'postgres'],
-  { cwd: dir, env: { ...pgEnv, PGOPTIONS: '-c synchronous_commit=on' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { out += d; });
-  return new Promise((resolve, reject) => {
-    child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`pgbench failed:\n${out}`));
-      // Log lines: client_id transaction_no time_us script_no epoch_s epoch_us
-      const txs = [];
-      for (const f of fs.readdirSync(dir).filter((f) => f.startsWith('log'))) {
-        for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
-          const [, , us, , s, sus] = line.split(' ').map(Number);
-          if (us > 0) txs.push({ ms: us / 1000, at: s * 1000 + sus / 1000 });
-        }
-      }
-      fs.rmSync(dir, { recursive: true, force: true });
-      resolve(txs);
-    });
-  });
-}
-
-function percentile(values, p) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+  return pgbench("\\set o random(1, 1000)\nselect public.consume_credits_rpc(bench.org_id(:o), 'ai_chat');",
+    { clients: 8, seconds }).then((r) => r.txs);
 }
 
 const sql = connect();
