@@ -3028,6 +3028,9 @@ declare
   v_pool text;
   v_cost bigint;
   v_count integer;
+  v_grant uuid;
+  v_stripe integer;
+  v_striped boolean;
 begin
   -- Validate the input before touching anything. The metadata and key rules are those of
   -- private.check_metadata and private.check_idempotency_key, inlined.
@@ -3087,7 +3090,7 @@ begin
         update public.credit_balances b
         set available = b.available - v_cost, head_remaining = b.head_remaining - v_cost
         where b.organization_id = p_organization_id and b.pool_key = v_pool
-          and b.head_remaining >= v_cost and b.next_expiry_at > v_now
+          and b.head_remaining >= v_cost and b.next_expiry_at > v_now and b.stripes = 1
         returning b.available, b.head_grant_id, b.low_threshold
       ), entry as (
         insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
@@ -3103,6 +3106,70 @@ begin
         end if;
         v_result := jsonb_build_object('success', true, 'transaction_id', v_tx,
           'consumed', jsonb_build_object(v_pool, v_cost), 'remaining', jsonb_build_object(v_pool, v_after));
+      else
+        -- A striped pool (the update above skips its shared row without waiting for it) pays
+        -- from one of its stripes: the first that can, in an order of this session's own (a
+        -- hash of stripe and backend pid, so that concurrent sessions start on different
+        -- stripes), passing over those another call is paying from. A stripe is taken with a
+        -- try of its advisory lock, in a statement of its own, and then updated: a row lock
+        -- (FOR UPDATE SKIP LOCKED, or an update meeting a row changed since its snapshot) is
+        -- kept even when the row then fails the re-check (drained meanwhile), and this call
+        -- would hold it while it waits for the shared row, which a gather holds while it waits
+        -- for that stripe.
+        select (select o.stripe from (
+                  select c.stripe from public.credit_balance_stripes c
+                  where c.organization_id = p_organization_id and c.pool_key = v_pool
+                    and c.remaining >= v_cost and c.expires_at > v_now
+                    -- Any grant of the pool past its expiry: the general path sweeps it first.
+                    and (select b.next_expiry_at from public.credit_balances b
+                         where b.organization_id = p_organization_id and b.pool_key = v_pool) > v_now
+                  order by pg_catalog.hashint4(c.stripe + pg_catalog.pg_backend_pid())
+                  offset 0  -- sorted first, then tried one by one
+                ) o
+                where pg_catalog.pg_try_advisory_xact_lock(
+                  pg_catalog.hashtext('credit_stripe:' || p_organization_id::text || ':' || v_pool), o.stripe)
+                limit 1),
+               exists (select 1 from public.credit_balance_stripes c
+                       where c.organization_id = p_organization_id and c.pool_key = v_pool)
+        into v_stripe, v_striped;
+        if v_stripe is not null then
+          -- v_after: the pool's total as this statement saw it, less the cost.
+          with debit as (
+            update public.credit_balance_stripes s
+            set remaining = s.remaining - v_cost
+            where s.organization_id = p_organization_id and s.pool_key = v_pool and s.stripe = v_stripe
+              and s.remaining >= v_cost and s.expires_at > v_now
+            returning s.grant_id
+          ), entry as (
+            insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
+                                              quantity, actor_id, actor_role, metadata, created_at)
+            select v_tx, p_organization_id, v_pool, 'consumption', -v_cost, debit.grant_id, p_action_type,
+                   p_quantity, v_actor, v_role, v_metadata, v_now
+            from debit
+          )
+          select (select debit.grant_id from debit),
+                 (select b.available from public.credit_balances b where b.organization_id = p_organization_id and b.pool_key = v_pool)
+                 + (select sum(s.remaining) from public.credit_balance_stripes s
+                    where s.organization_id = p_organization_id and s.pool_key = v_pool)::bigint - v_cost
+          into v_grant, v_after;
+        end if;
+        if v_grant is null and v_striped then
+          -- No stripe could pay: the shared row refills one, or pays itself (null: the general path decides).
+          select d.grant_id, d.remaining into v_grant, v_after
+          from private.draw_from_striped_pool(p_organization_id, v_pool, v_cost, v_now) d;
+          if v_grant is not null then
+            insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
+                                              quantity, actor_id, actor_role, metadata, created_at)
+            values (v_tx, p_organization_id, v_pool, 'consumption', -v_cost, v_grant, p_action_type,
+                    p_quantity, v_actor, v_role, v_metadata, v_now);
+          end if;
+        end if;
+        -- No low or depleted event here: while a stripe holds credits the shared row keeps its
+        -- floor (see draw_from_striped_pool), so the pool cannot cross its threshold this way.
+        if v_grant is not null then
+          v_result := jsonb_build_object('success', true, 'transaction_id', v_tx,
+            'consumed', jsonb_build_object(v_pool, v_cost), 'remaining', jsonb_build_object(v_pool, v_after));
+        end if;
       end if;
     end if;
   end if;
@@ -3228,7 +3295,7 @@ begin
   -- Lock in pool order (never a deadlock), check every pool, then debit them all in one
   -- statement, so a lacking pool leaves the others untouched. Null: take the general path.
   select count(*) filter (where covered) into v_covered from (
-    select b.head_remaining >= n.cost and b.next_expiry_at > p_now as covered
+    select b.head_remaining >= n.cost and b.next_expiry_at > p_now and b.stripes = 1 as covered
     from public.credit_balances b join unnest(p_pools, p_costs) as n (pool_key, cost) on n.pool_key = b.pool_key
     where b.organization_id = p_organization_id
       and (p_role = 'service_role' or (p_role = 'authenticated' and exists (
@@ -3272,7 +3339,7 @@ $$;
 -- Name: FUNCTION consume_credits_multi_pool(p_organization_id uuid, p_action_type text, p_quantity integer, p_metadata jsonb, p_role text, p_actor uuid, p_tx uuid, p_pools text[], p_costs bigint[], p_now timestamp with time zone); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.consume_credits_multi_pool(p_organization_id uuid, p_action_type text, p_quantity integer, p_metadata jsonb, p_role text, p_actor uuid, p_tx uuid, p_pools text[], p_costs bigint[], p_now timestamp with time zone) IS 'consume_credits_rpc for several pools whose head grants cover the cost; null when the general path must decide.';
+COMMENT ON FUNCTION private.consume_credits_multi_pool(p_organization_id uuid, p_action_type text, p_quantity integer, p_metadata jsonb, p_role text, p_actor uuid, p_tx uuid, p_pools text[], p_costs bigint[], p_now timestamp with time zone) IS 'consume_credits_rpc for several unstriped pools whose head grants cover the cost; null when the general path must decide.';
 
 
 --
@@ -3351,10 +3418,11 @@ begin
   end loop;
 
   -- Every pool's head grant must cover the pool's whole share (the rows are locked already:
-  -- lock_pools_of_actions), as the hot path requires of each call.
+  -- lock_pools_of_actions), as the hot path requires of each call, and no pool is striped
+  -- (its items go one by one, through its stripes).
   for v_row in
     select b.pool_key, b.available, b.head_grant_id, b.low_threshold,
-           b.head_remaining >= t.total and b.next_expiry_at > v_now as covered, t.total
+           b.head_remaining >= t.total and b.next_expiry_at > v_now and b.stripes = 1 as covered, t.total
     from (select p.pool, sum(p.cost) as total from unnest(v_pools, v_costs) as p (pool, cost) group by p.pool) t
     left join public.credit_balances b on b.organization_id = p_organization_id and b.pool_key = t.pool
   loop
@@ -3406,7 +3474,7 @@ $_$;
 -- Name: FUNCTION consume_credits_set(p_organization_id uuid, p_items jsonb); Type: COMMENT; Schema: private; Owner: -
 --
 
-COMMENT ON FUNCTION private.consume_credits_set(p_organization_id uuid, p_items jsonb) IS 'A batch of plain consumptions the pools'' head grants cover, in one update per pool and one ledger insert; null for any other batch.';
+COMMENT ON FUNCTION private.consume_credits_set(p_organization_id uuid, p_items jsonb) IS 'A batch of plain consumptions the unstriped pools'' head grants cover, in one update per pool and one ledger insert; null for any other batch.';
 
 
 --
@@ -3468,7 +3536,9 @@ begin
   return (
   with live_grants as (
     select g.pool_key, g.id, g.kind, g.amount, g.expires_at,
-           case when g.id = b.head_grant_id then b.head_remaining else g.remaining end as remaining
+           case when g.id = b.head_grant_id then b.head_remaining else g.remaining end
+           + coalesce((select sum(s.remaining) from public.credit_balance_stripes s
+                       where s.organization_id = g.organization_id and s.pool_key = g.pool_key and s.grant_id = g.id), 0) as remaining
     from public.credit_grants g
     left join public.credit_balances b on b.organization_id = g.organization_id and b.pool_key = g.pool_key
     where g.organization_id = p_organization_id
@@ -3765,6 +3835,98 @@ $$;
 --
 
 COMMENT ON FUNCTION private.draw_from_grants(p_organization_id uuid, p_pool text, p_amount bigint, p_now timestamp with time zone) IS 'Takes credits from grants in draw order; the pool must be open and hold enough.';
+
+
+--
+-- Name: draw_from_striped_pool(uuid, text, bigint, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.draw_from_striped_pool(p_organization_id uuid, p_pool text, p_cost bigint, p_now timestamp with time zone, OUT grant_id uuid, OUT remaining bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_balance public.credit_balances;
+  v_stripe public.credit_balance_stripes;
+  v_number integer;
+  v_floor bigint;
+  v_available bigint;
+  v_head bigint;
+  v_slice bigint;
+begin
+  select * into v_balance from public.credit_balances b
+  where b.organization_id = p_organization_id and b.pool_key = p_pool
+  for update;
+  if v_balance.stripes is null or v_balance.stripes = 1 or v_balance.head_grant_id is null
+     or v_balance.next_expiry_at <= p_now then
+    return;
+  end if;
+  -- What the shared row keeps while any stripe holds credits (see the top of the migration).
+  v_floor := greatest(v_balance.low_threshold, 1);
+
+  -- A stripe no other call is paying from (its advisory lock, as consume_credits takes it):
+  -- the fullest one, read again once it is ours.
+  select s.stripe into v_number from (
+    select c.stripe from public.credit_balance_stripes c
+    where c.organization_id = p_organization_id and c.pool_key = p_pool
+    order by c.remaining desc, c.stripe
+    offset 0
+  ) s
+  where pg_catalog.pg_try_advisory_xact_lock(
+    pg_catalog.hashtext('credit_stripe:' || p_organization_id::text || ':' || p_pool), s.stripe)
+  limit 1;
+  if v_number is not null then
+    select * into v_stripe from public.credit_balance_stripes s
+    where s.organization_id = p_organization_id and s.pool_key = p_pool and s.stripe = v_number
+    for update;
+  end if;
+  if v_stripe.stripe is not null and v_stripe.remaining >= p_cost and v_stripe.expires_at > p_now then
+    -- Freed (or refilled) since the caller looked.
+    update public.credit_balance_stripes s set remaining = s.remaining - p_cost
+    where s.organization_id = p_organization_id and s.pool_key = p_pool and s.stripe = v_stripe.stripe;
+    grant_id := v_stripe.grant_id;
+  elsif v_stripe.stripe is not null and (v_stripe.remaining = 0 or v_stripe.grant_id = v_balance.head_grant_id) then
+    -- Refill it: what is left in it (less than the cost) goes back to the head grant, and it
+    -- gets a slice of the head grant, small enough that the shared row keeps most of it.
+    v_available := v_balance.available + v_stripe.remaining;
+    v_head := v_balance.head_remaining + v_stripe.remaining;
+    v_slice := least(v_head, v_available - v_floor) / (2 * v_balance.stripes);
+    if v_slice >= p_cost then
+      update public.credit_balances b
+      set available = v_available - v_slice, head_remaining = v_head - v_slice
+      where b.organization_id = p_organization_id and b.pool_key = p_pool;
+      update public.credit_balance_stripes s
+      set grant_id = v_balance.head_grant_id, remaining = v_slice - p_cost,
+          expires_at = (select g.expires_at from public.credit_grants g where g.id = v_balance.head_grant_id)
+      where s.organization_id = p_organization_id and s.pool_key = p_pool and s.stripe = v_stripe.stripe;
+      grant_id := v_balance.head_grant_id;
+    end if;
+  end if;
+
+  -- Every stripe busy, or the slices too small: the shared row pays if it keeps its floor.
+  if grant_id is null and v_balance.head_remaining >= p_cost and v_balance.available - p_cost >= v_floor then
+    update public.credit_balances b
+    set available = b.available - p_cost, head_remaining = b.head_remaining - p_cost
+    where b.organization_id = p_organization_id and b.pool_key = p_pool;
+    grant_id := v_balance.head_grant_id;
+  end if;
+
+  if grant_id is not null then
+    select b.available + coalesce((select sum(s.remaining) from public.credit_balance_stripes s
+                                   where s.organization_id = p_organization_id and s.pool_key = p_pool), 0)::bigint
+    into remaining
+    from public.credit_balances b
+    where b.organization_id = p_organization_id and b.pool_key = p_pool;
+  end if;
+end
+$$;
+
+
+--
+-- Name: FUNCTION draw_from_striped_pool(p_organization_id uuid, p_pool text, p_cost bigint, p_now timestamp with time zone, OUT grant_id uuid, OUT remaining bigint); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.draw_from_striped_pool(p_organization_id uuid, p_pool text, p_cost bigint, p_now timestamp with time zone, OUT grant_id uuid, OUT remaining bigint) IS 'A striped pool whose stripes could not pay: refills a free stripe from the head grant and pays from it, or pays from the shared row above its floor. Null grant_id: the general path decides.';
 
 
 --
@@ -6696,6 +6858,27 @@ begin
   set remaining = b.head_remaining
   from public.credit_balances b
   where b.organization_id = p_organization_id and b.pool_key = any (v_pools) and g.id = b.head_grant_id;
+  -- Gather the stripes of striped pools: what they hold is the head grant's (the head changes
+  -- only here and in close_credit_pools, after this), so it goes back to that grant and to the
+  -- shared row, whose available is then the pool's whole balance again. Waits for the calls
+  -- paying from a stripe; no stripe is refilled meanwhile (that takes the shared row's lock).
+  with gathered as (
+    select s.pool_key, s.stripe, s.grant_id, s.remaining from public.credit_balance_stripes s
+    where s.organization_id = p_organization_id and s.pool_key = any (v_pools) and s.remaining > 0
+    order by s.pool_key, s.stripe
+    for update
+  ), emptied as (
+    update public.credit_balance_stripes s set remaining = 0
+    from gathered g
+    where s.organization_id = p_organization_id and s.pool_key = g.pool_key and s.stripe = g.stripe
+  ), regranted as (
+    update public.credit_grants g set remaining = g.remaining + x.amount
+    from (select grant_id, sum(remaining) as amount from gathered group by grant_id) x
+    where g.id = x.grant_id
+  )
+  update public.credit_balances b set available = b.available + x.amount
+  from (select pool_key, sum(remaining) as amount from gathered group by pool_key) x
+  where b.organization_id = p_organization_id and b.pool_key = x.pool_key;
   update public.credit_balances
   set head_grant_id = null, head_remaining = 0
   where organization_id = p_organization_id and pool_key = any (v_pools);
@@ -9254,19 +9437,24 @@ CREATE FUNCTION private.set_credit_low_threshold(p_organization_id uuid, p_pool 
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
+declare
+  v_now timestamptz := now();
+  v_pools text[];
 begin
   perform private.authorize(p_organization_id, '{owner,admin}');
   if p_threshold is not null and (p_threshold < 0 or p_threshold > 1000000000) then
     perform private.raise('invalid_threshold', 'A threshold is from 0 to 1000000000, or null for the default.');
   end if;
+  if not exists (select 1 from public.credit_balances b where b.organization_id = p_organization_id and b.pool_key = p_pool) then
+    perform private.raise('pool_not_found', format('No credit pool %L.', p_pool));
+  end if;
+  v_pools := private.open_credit_pools(p_organization_id, array[p_pool], v_now);
   update public.credit_balances b
   set low_threshold_override = p_threshold,
       low_threshold = coalesce(p_threshold, private.default_low_threshold(
         (select op.plan_key from public.organization_plans op where op.organization_id = b.organization_id), b.pool_key))
   where b.organization_id = p_organization_id and b.pool_key = p_pool;
-  if not found then
-    perform private.raise('pool_not_found', format('No credit pool %L.', p_pool));
-  end if;
+  perform private.close_credit_pools(p_organization_id, v_pools, v_now);
 end
 $$;
 
@@ -9308,6 +9496,49 @@ $$;
 --
 
 COMMENT ON FUNCTION private.set_credit_status_internal(p_organization_id uuid, p_status public.credit_account_status, p_reason text, p_source_type text, p_now timestamp with time zone) IS 'Changes a credit account''s status (the trigger enforces the transitions) with its history entry and event.';
+
+
+--
+-- Name: set_credit_stripes(uuid, text, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_now timestamptz := now();
+  v_pools text[];
+begin
+  perform private.require_service_role('Only the service role stripes credit pools.');
+  if p_stripes is null or p_stripes < 1 or p_stripes > 64 then
+    perform private.raise('invalid_stripes', 'A pool has 1 to 64 stripes (1: not striped).');
+  end if;
+  perform private.require_organization(p_organization_id);
+  if not exists (select 1 from public.credit_pools p where p.key = p_pool) then
+    perform private.raise('pool_not_found', format('No credit pool %L.', p_pool));
+  end if;
+  -- Gathers the current stripes (the pool's balance is all in the shared row after it).
+  v_pools := private.open_credit_pools(p_organization_id, array[p_pool], v_now);
+  delete from public.credit_balance_stripes s
+  where s.organization_id = p_organization_id and s.pool_key = p_pool and (s.stripe > p_stripes or p_stripes = 1);
+  insert into public.credit_balance_stripes (organization_id, pool_key, stripe)
+  select p_organization_id, p_pool, n from generate_series(1, p_stripes) as n
+  where p_stripes > 1
+  on conflict do nothing;
+  update public.credit_balances b set stripes = p_stripes
+  where b.organization_id = p_organization_id and b.pool_key = p_pool;
+  perform private.close_credit_pools(p_organization_id, v_pools, v_now);
+  return jsonb_build_object('pool', p_pool, 'stripes', p_stripes);
+end
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer); Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON FUNCTION private.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) IS 'The body of set_credit_stripes.';
 
 
 --
@@ -10304,6 +10535,12 @@ begin
     set next_expiry_at = least(next_expiry_at, new.expires_at)
     where organization_id = new.organization_id and pool_key = new.pool_key and next_expiry_at > new.expires_at;
   end if;
+  if new.expires_at < old.expires_at then
+    update public.credit_balance_stripes
+    set expires_at = new.expires_at
+    where organization_id = new.organization_id and pool_key = new.pool_key and grant_id = new.id
+      and expires_at > new.expires_at;
+  end if;
   return null;
 end
 $$;
@@ -10484,16 +10721,28 @@ CREATE FUNCTION private.verify_credit_ledger(p_organization_id uuid) RETURNS TAB
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select c.*, (c.available = c.ledger_sum and c.available = c.grants_remaining and c.reserved = c.holds_sum) as ok
+  select c.pool_key, c.available, c.ledger_sum, c.grants_remaining, c.reserved, c.holds_sum,
+         (c.available = c.ledger_sum and c.available = c.grants_remaining and c.reserved = c.holds_sum
+          and c.stripes_off_head = 0) as ok
   from (
-    select b.pool_key, b.available,
+    select b.pool_key,
+      b.available + coalesce(st.remaining, 0) as available,
       coalesce((select sum(amount) from public.credit_ledger l where l.organization_id = b.organization_id and l.pool_key = b.pool_key), 0)::bigint as ledger_sum,
       coalesce((select sum(case when g.id = b.head_grant_id then b.head_remaining else g.remaining end)
-                from public.credit_grants g where g.organization_id = b.organization_id and g.pool_key = b.pool_key), 0)::bigint as grants_remaining,
+                from public.credit_grants g where g.organization_id = b.organization_id and g.pool_key = b.pool_key), 0)::bigint
+        + coalesce(st.remaining, 0) as grants_remaining,
       b.reserved,
       coalesce((select sum(h.amount) from public.credit_reservations r, jsonb_to_recordset(r.holds) as h (pool text, grant_id uuid, amount bigint)
-                where r.organization_id = b.organization_id and r.status = 'active' and h.pool = b.pool_key), 0)::bigint as holds_sum
+                where r.organization_id = b.organization_id and r.status = 'active' and h.pool = b.pool_key), 0)::bigint as holds_sum,
+      -- Stripes holding credits of another grant than the head would break the draw order.
+      coalesce(st.off_head, 0) as stripes_off_head
     from public.credit_balances b
+    left join lateral (
+      select sum(s.remaining)::bigint as remaining,
+             count(*) filter (where s.remaining > 0 and s.grant_id is distinct from b.head_grant_id) as off_head
+      from public.credit_balance_stripes s
+      where s.organization_id = b.organization_id and s.pool_key = b.pool_key
+    ) st on true
     where b.organization_id = p_organization_id
   ) c
   order by c.pool_key
@@ -11257,6 +11506,25 @@ $$;
 --
 
 COMMENT ON FUNCTION public.set_credit_low_threshold(p_organization_id uuid, p_pool text, p_threshold bigint) IS 'Sets the balance below which credits.low is emitted for a pool (owners and admins); null restores 10% of the allocation.';
+
+
+--
+-- Name: set_credit_stripes(uuid, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) RETURNS jsonb
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select private.set_credit_stripes(p_organization_id, p_pool, p_stripes)
+$$;
+
+
+--
+-- Name: FUNCTION set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) IS 'Spreads a pool''s balance over 2 to 64 stripes so that many concurrent calls of one organization do not take turns on one row (service role); 1 undoes it. Draw order, refusals and low-balance events stay exact.';
 
 
 --
@@ -13563,6 +13831,70 @@ COMMENT ON COLUMN public.credit_actions.updated_at IS 'When the action last chan
 
 
 --
+-- Name: credit_balance_stripes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.credit_balance_stripes (
+    organization_id uuid NOT NULL,
+    pool_key text NOT NULL,
+    stripe integer NOT NULL,
+    grant_id uuid,
+    remaining bigint DEFAULT 0 NOT NULL,
+    expires_at timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    CONSTRAINT credit_balance_stripes_valid CHECK ((((stripe >= 1) AND (stripe <= 64)) AND (remaining >= 0)))
+);
+
+
+--
+-- Name: TABLE credit_balance_stripes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.credit_balance_stripes IS 'Parts of a striped pool''s balance that concurrent calls pay from without taking turns on the pool''s credit_balances row (set_credit_stripes).';
+
+
+--
+-- Name: COLUMN credit_balance_stripes.organization_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_balance_stripes.organization_id IS 'The organization.';
+
+
+--
+-- Name: COLUMN credit_balance_stripes.pool_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_balance_stripes.pool_key IS 'The pool.';
+
+
+--
+-- Name: COLUMN credit_balance_stripes.stripe; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_balance_stripes.stripe IS 'The stripe''s number, 1 to the pool''s stripes.';
+
+
+--
+-- Name: COLUMN credit_balance_stripes.grant_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_balance_stripes.grant_id IS 'The grant its credits belong to: the pool''s head grant.';
+
+
+--
+-- Name: COLUMN credit_balance_stripes.remaining; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_balance_stripes.remaining IS 'Credits in this stripe, part of the pool''s balance.';
+
+
+--
+-- Name: COLUMN credit_balance_stripes.expires_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_balance_stripes.expires_at IS 'The expiry of its grant.';
+
+
+--
 -- Name: credit_balances; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -13576,6 +13908,7 @@ CREATE TABLE public.credit_balances (
     next_expiry_at timestamp with time zone DEFAULT 'infinity'::timestamp with time zone NOT NULL,
     low_threshold bigint DEFAULT 0 NOT NULL,
     low_threshold_override bigint,
+    stripes integer DEFAULT 1 NOT NULL,
     CONSTRAINT credit_balances_never_negative CHECK (((available >= 0) AND (reserved >= 0) AND (head_remaining >= 0) AND (head_remaining <= available) AND (low_threshold >= 0) AND ((low_threshold_override IS NULL) OR (low_threshold_override >= 0))))
 );
 
@@ -13648,6 +13981,13 @@ COMMENT ON COLUMN public.credit_balances.low_threshold IS 'Falling below this ap
 --
 
 COMMENT ON COLUMN public.credit_balances.low_threshold_override IS 'An organization''s own low-balance threshold for this pool, if set.';
+
+
+--
+-- Name: COLUMN credit_balances.stripes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.credit_balances.stripes IS 'How many stripes the pool''s balance is spread over (1: none). Changed only by set_credit_stripes; while striped, available excludes what the stripes hold.';
 
 
 --
@@ -13790,7 +14130,9 @@ CREATE VIEW public.credit_balances_overview WITH (security_invoker='true') AS
     op.plan_key,
     op.period_end,
     b.pool_key,
-    b.available,
+    (b.available + (COALESCE(( SELECT sum(s.remaining) AS sum
+           FROM public.credit_balance_stripes s
+          WHERE ((s.organization_id = b.organization_id) AND (s.pool_key = b.pool_key))), (0)::numeric))::bigint) AS available,
     b.reserved,
     b.low_threshold,
     b.next_expiry_at
@@ -13939,10 +14281,13 @@ CREATE VIEW public.credit_grant_balances WITH (security_invoker='true') AS
     g.pool_key,
     g.kind,
     g.amount,
+    (
         CASE
             WHEN (g.id = b.head_grant_id) THEN b.head_remaining
             ELSE g.remaining
-        END AS remaining,
+        END + (COALESCE(( SELECT sum(s.remaining) AS sum
+           FROM public.credit_balance_stripes s
+          WHERE ((s.organization_id = g.organization_id) AND (s.pool_key = g.pool_key) AND (s.grant_id = g.id))), (0)::numeric))::bigint) AS remaining,
     g.priority,
     g.expires_at,
     g.expired_at,
@@ -13957,7 +14302,7 @@ CREATE VIEW public.credit_grant_balances WITH (security_invoker='true') AS
 -- Name: VIEW credit_grant_balances; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON VIEW public.credit_grant_balances IS 'Studio: grants with their live remaining credits (the head grant''s count lives in credit_balances).';
+COMMENT ON VIEW public.credit_grant_balances IS 'Studio: grants with their live remaining credits (the head grant''s count lives in credit_balances and, for a striped pool, its stripes).';
 
 
 --
@@ -16028,6 +16373,14 @@ ALTER TABLE ONLY public.credit_actions
 
 
 --
+-- Name: credit_balance_stripes credit_balance_stripes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_balance_stripes
+    ADD CONSTRAINT credit_balance_stripes_pkey PRIMARY KEY (organization_id, pool_key, stripe);
+
+
+--
 -- Name: credit_balances credit_balances_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -17717,6 +18070,22 @@ ALTER TABLE ONLY public.credit_action_costs
 
 
 --
+-- Name: credit_balance_stripes credit_balance_stripes_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_balance_stripes
+    ADD CONSTRAINT credit_balance_stripes_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+
+--
+-- Name: credit_balance_stripes credit_balance_stripes_organization_id_pool_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.credit_balance_stripes
+    ADD CONSTRAINT credit_balance_stripes_organization_id_pool_key_fkey FOREIGN KEY (organization_id, pool_key) REFERENCES public.credit_balances(organization_id, pool_key) ON DELETE CASCADE;
+
+
+--
 -- Name: credit_balances credit_balances_organization_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -18286,6 +18655,13 @@ CREATE POLICY "Members and platform admins read files" ON public.files FOR SELEC
 
 
 --
+-- Name: credit_balance_stripes Members can read their organization's balance stripes; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Members can read their organization's balance stripes" ON public.credit_balance_stripes FOR SELECT TO authenticated USING ((organization_id IN ( SELECT private.member_organization_ids() AS member_organization_ids)));
+
+
+--
 -- Name: credit_balances Members can read their organization's balances; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -18570,6 +18946,12 @@ ALTER TABLE public.credit_action_costs ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.credit_actions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: credit_balance_stripes; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.credit_balance_stripes ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: credit_balances; Type: ROW SECURITY; Schema: public; Owner: -
@@ -19244,6 +19626,13 @@ REVOKE ALL ON FUNCTION private.detach_organization_credit_history() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.draw_from_grants(p_organization_id uuid, p_pool text, p_amount bigint, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION draw_from_striped_pool(p_organization_id uuid, p_pool text, p_cost bigint, p_now timestamp with time zone, OUT grant_id uuid, OUT remaining bigint); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.draw_from_striped_pool(p_organization_id uuid, p_pool text, p_cost bigint, p_now timestamp with time zone, OUT grant_id uuid, OUT remaining bigint) FROM PUBLIC;
 
 
 --
@@ -20414,6 +20803,14 @@ REVOKE ALL ON FUNCTION private.set_credit_status_internal(p_organization_id uuid
 
 
 --
+-- Name: FUNCTION set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) TO service_role;
+
+
+--
 -- Name: FUNCTION set_updated_at(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -20943,6 +21340,14 @@ GRANT ALL ON FUNCTION public.set_credit_low_threshold(p_organization_id uuid, p_
 
 
 --
+-- Name: FUNCTION set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.set_credit_stripes(p_organization_id uuid, p_pool text, p_stripes integer) TO service_role;
+
+
+--
 -- Name: FUNCTION update_credit_account_settings(p_organization_id uuid, p_payment_method text, p_billing_email text, p_billing_name text); Type: ACL; Schema: public; Owner: -
 --
 
@@ -21200,6 +21605,14 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.credit_action_costs TO service
 
 GRANT SELECT ON TABLE public.credit_actions TO authenticated;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.credit_actions TO service_role;
+
+
+--
+-- Name: TABLE credit_balance_stripes; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.credit_balance_stripes TO authenticated;
+GRANT SELECT ON TABLE public.credit_balance_stripes TO service_role;
 
 
 --

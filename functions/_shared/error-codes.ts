@@ -32,6 +32,7 @@ export const ERROR_CATALOGUE = {
   invalid_role: { sqlstate: '22023', status: 400, class: 'invalid_input', meaning: 'A role is owner, admin, member or billing.' },
   invalid_signature: { sqlstate: '22023', status: 400, class: 'invalid_input', meaning: 'A webhook\'s signature is missing, malformed or does not match.' },
   invalid_slug: { sqlstate: '22023', status: 400, class: 'invalid_input', meaning: 'A slug is 1 to 63 lower-case letters, digits or inner hyphens.' },
+  invalid_stripes: { sqlstate: '22023', status: 400, class: 'invalid_input', meaning: 'A pool has 1 to 64 stripes (1: not striped).' },
   invalid_subject: { sqlstate: '22023', status: 400, class: 'invalid_input', meaning: 'A request is about the caller, or (for an organization\'s owners and admins) about an email address the organization holds.' },
   invalid_threshold: { sqlstate: '22023', status: 400, class: 'invalid_input', meaning: 'A threshold is from 0 to 1000000000, or null for the default.' },
   invalid_transaction: { sqlstate: '22023', status: 400, class: 'invalid_input', meaning: 'A transaction needs a type, a positive amount in minor units, and a description of at most 500 characters.' },

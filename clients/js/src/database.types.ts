@@ -184,16 +184,48 @@ isOneToOne: false
                   Relationships: [
                     
                   ]
-                },"credit_balances": {
+                },"credit_balance_stripes": {
                   Row: {
-                    "available": number,"head_grant_id": string | null,"head_remaining": number,"low_threshold": number,"low_threshold_override": number | null,"next_expiry_at": string,"organization_id": string,"pool_key": string,"reserved": number
+                    "expires_at": string,"grant_id": string | null,"organization_id": string,"pool_key": string,"remaining": number,"stripe": number
                   }
                   ComputedFields: never
                   Insert: {
-                    "available"?: number,"head_grant_id"?: string | null,"head_remaining"?: number,"low_threshold"?: number,"low_threshold_override"?: number | null,"next_expiry_at"?: string,"organization_id": string,"pool_key": string,"reserved"?: number
+                    "expires_at"?: string,"grant_id"?: string | null,"organization_id": string,"pool_key": string,"remaining"?: number,"stripe": number
                   }
                   Update: {
-                    "available"?: number,"head_grant_id"?: string | null,"head_remaining"?: number,"low_threshold"?: number,"low_threshold_override"?: number | null,"next_expiry_at"?: string,"organization_id"?: string,"pool_key"?: string,"reserved"?: number
+                    "expires_at"?: string,"grant_id"?: string | null,"organization_id"?: string,"pool_key"?: string,"remaining"?: number,"stripe"?: number
+                  }
+                  Relationships: [
+                    {
+      foreignKeyName: "credit_balance_stripes_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "credit_balances_overview"
+      referencedColumns: ["organization_id"]
+    },{
+      foreignKeyName: "credit_balance_stripes_organization_id_fkey"
+      columns: ["organization_id"]
+isOneToOne: false
+      referencedRelation: "organizations"
+      referencedColumns: ["id"]
+    },{
+      foreignKeyName: "credit_balance_stripes_organization_id_pool_key_fkey"
+      columns: ["organization_id","pool_key"]
+isOneToOne: false
+      referencedRelation: "credit_balances"
+      referencedColumns: ["organization_id","pool_key"]
+    }
+                  ]
+                },"credit_balances": {
+                  Row: {
+                    "available": number,"head_grant_id": string | null,"head_remaining": number,"low_threshold": number,"low_threshold_override": number | null,"next_expiry_at": string,"organization_id": string,"pool_key": string,"reserved": number,"stripes": number
+                  }
+                  ComputedFields: never
+                  Insert: {
+                    "available"?: number,"head_grant_id"?: string | null,"head_remaining"?: number,"low_threshold"?: number,"low_threshold_override"?: number | null,"next_expiry_at"?: string,"organization_id": string,"pool_key": string,"reserved"?: number,"stripes"?: number
+                  }
+                  Update: {
+                    "available"?: number,"head_grant_id"?: string | null,"head_remaining"?: number,"low_threshold"?: number,"low_threshold_override"?: number | null,"next_expiry_at"?: string,"organization_id"?: string,"pool_key"?: string,"reserved"?: number,"stripes"?: number
                   }
                   Relationships: [
                     {
@@ -761,7 +793,7 @@ isOneToOne: false
           Views: {
             "credit_balances_overview": {
                   Row: {
-                    "available": number,"low_threshold": number,"next_expiry_at": string,"organization_id": string,"organization_name": string,"organization_slug": string,"period_end": string | null,"plan_key": string | null,"pool_key": string,"reserved": number
+                    "available": number | null,"low_threshold": number,"next_expiry_at": string,"organization_id": string,"organization_name": string,"organization_slug": string,"period_end": string | null,"plan_key": string | null,"pool_key": string,"reserved": number
                   }
                   ComputedFields: never
                   Relationships: [
@@ -1222,6 +1254,9 @@ isOneToOne: false
       } },
 "set_credit_low_threshold":
 { Args: { "p_organization_id": string,"p_pool": string,"p_threshold": number }; Returns: undefined
+                           },
+"set_credit_stripes":
+{ Args: { "p_organization_id": string,"p_pool": string,"p_stripes": number }; Returns: Json
                            },
 "update_credit_account_settings":
 { Args: { "p_billing_email"?: string,"p_billing_name"?: string,"p_organization_id": string,"p_payment_method"?: string }; Returns: {
