@@ -44,13 +44,13 @@ $$;
 
 -- Real organizations for consume_credits_rpc, numbered 1..1000 with ids pgbench can build
 -- from the number (bench.org_id), each with a grant large enough never to run out during the
--- run (drawn first: priority 0).
+-- run (drawn first: priority 0). Organization 1001, the same, has its ai pool striped (below).
 create function bench.org_id(p_n integer) returns uuid language sql immutable
 as $$ select ('00000000-0000-4000-8000-' || lpad(p_n::text, 12, '0'))::uuid $$;
 create table bench.orgs (n integer primary key, organization_id uuid not null);
 insert into public.organizations (id, name, slug)
-select bench.org_id(g), format('Bench %s', g), format('bench-%s', g) from generate_series(1, 1000) g;
-insert into bench.orgs select g, bench.org_id(g) from generate_series(1, 1000) g;
+select bench.org_id(g), format('Bench %s', g), format('bench-%s', g) from generate_series(1, 1001) g;
+insert into bench.orgs select g, bench.org_id(g) from generate_series(1, 1001) g;
 
 do $$
 declare
@@ -75,10 +75,14 @@ as $$ select json_build_object('sub', bench.user_id(p_n), 'role', 'authenticated
                                'session_id', bench.session_id(p_n))::text $$;
 insert into auth.users (id, email, raw_app_meta_data, raw_user_meta_data)
 select bench.user_id(g), format('bench-user-%s@bench.test', g), '{"provider": "email", "providers": ["email"]}', '{}'
-from generate_series(1, 1000) g;
-insert into auth.sessions (id, user_id) select bench.session_id(g), bench.user_id(g) from generate_series(1, 1000) g;
+from generate_series(1, 1001) g;
+insert into auth.sessions (id, user_id) select bench.session_id(g), bench.user_id(g) from generate_series(1, 1001) g;
 insert into public.organization_members (organization_id, user_id, role)
-select bench.org_id(g), bench.user_id(g), 'owner' from generate_series(1, 1000) g;
+select bench.org_id(g), bench.user_id(g), 'owner' from generate_series(1, 1001) g;
+
+-- The hot organization of an agent fleet: its ai pool over 32 stripes (a direct connection is
+-- the service role for the credit functions).
+select public.set_credit_stripes(bench.org_id(1001), 'ai', 32);
 
 -- The items of a batch of 100 one-credit consumptions.
 create function bench.batch_100() returns jsonb language sql immutable
