@@ -572,6 +572,28 @@ describe('refunds and grants (service role and platform admins)', () => {
     });
     await verifyLedger(org.id);
   });
+
+  it('stripes a pool through the service role only, and the pool spends as before', async () => {
+    const org = await starterOrganization();
+    await rejection(backendFor(owner).credits.setStripes({ organizationId: org.id, pool: 'ai', stripes: 4 }), 'not_authorized');
+    const service = serviceBackend().credits;
+    await rejection(service.setStripes({ organizationId: org.id, pool: 'ai', stripes: 65 }), 'invalid_stripes');
+    await rejection(service.setStripes({ organizationId: org.id, pool: 'gold' as 'ai', stripes: 4 }), 'pool_not_found');
+    await rejection(service.setStripes({ organizationId: randomUUID(), pool: 'ai', stripes: 4 }), 'organization_not_found');
+
+    expect(await service.setStripes({ organizationId: org.id, pool: 'ai', stripes: 4 })).toEqual({ pool: 'ai', stripes: 4 });
+    const memberCredits = backendFor(member).credits;
+    for (let i = 1; i <= 3; i++) {
+      expect(await memberCredits.consume({ organizationId: org.id, action: 'ai_chat' })).toMatchObject({
+        success: true, consumed: { ai: 1 }, remaining: { ai: 200 - i },
+      });
+    }
+    // The stripes hold part of the balance; the balances count them.
+    expect((await memberCredits.balances(org.id)).ai).toEqual({ available: 197, reserved: 0, total: 200 });
+    expect(await service.setStripes({ organizationId: org.id, pool: 'ai', stripes: 1 })).toEqual({ pool: 'ai', stripes: 1 });
+    expect((await memberCredits.balances(org.id)).ai).toEqual({ available: 197, reserved: 0, total: 200 });
+    await verifyLedger(org.id);
+  });
 });
 
 describe('low-balance thresholds', () => {

@@ -14,6 +14,7 @@ import {
   balancesSchema,
   batchSchema,
   changePlanSchema,
+  stripesSchema,
   commitSchema,
   consumeResultSchema,
   grantSchema,
@@ -45,6 +46,7 @@ import type {
   ReleaseResult,
   ReserveInput,
   ReserveResult,
+  StripesResult,
 } from './types.ts';
 
 export interface CreditsContext {
@@ -230,6 +232,23 @@ export class Credits {
       this.#supabase.rpc('change_plan', { p_organization_id: input.organizationId, p_plan_key: input.plan }),
     );
     return parseResult(changePlanSchema, result, 'change_plan');
+  }
+
+  /**
+   * Spreads a pool's balance over 2 to 64 stripes, so that many concurrent calls of one
+   * organization do not take turns on one row; 1 undoes it (service role only: everyone else
+   * gets not_authorized). Draw order, refusals and low-balance events stay exact. Errors:
+   * invalid_stripes, pool_not_found, organization_not_found.
+   */
+  async setStripes(input: { organizationId: string; pool: CreditPoolKey; stripes: number }): Promise<StripesResult> {
+    const result = await run(
+      this.#supabase.rpc('set_credit_stripes', {
+        p_organization_id: input.organizationId,
+        p_pool: input.pool,
+        p_stripes: input.stripes,
+      }),
+    );
+    return parseResult(stripesSchema, result, 'set_credit_stripes');
   }
 
   /**

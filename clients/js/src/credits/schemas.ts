@@ -131,6 +131,11 @@ export const refundSchema = z.object({
   refunded: amountsSchema,
 });
 
+export const stripesSchema = z.object({
+  pool: z.string(),
+  stripes: z.number().int(),
+});
+
 export const changePlanSchema = z.object({
   success: z.literal(true),
   plan: z.string(),

@@ -18,6 +18,7 @@ import type {
   releaseSchema,
   reservationSchema,
   reserveResultSchema,
+  stripesSchema,
   usageRowSchema,
 } from './schemas.ts';
 
@@ -95,6 +96,7 @@ export type RefundResult = z.output<typeof refundSchema>;
 
 /** What `changePlan` returns: the new plan and its first period. */
 export type ChangePlanResult = z.output<typeof changePlanSchema>;
+export type StripesResult = z.output<typeof stripesSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
