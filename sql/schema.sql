@@ -3022,7 +3022,12 @@ declare
   v_costs bigint[];
   v_hash text;
   v_result jsonb;
-  v_tx uuid := gen_random_uuid();
+  -- Time-ordered, laid out as a version 7 UUID (the transaction's time in milliseconds, then
+  -- random bits): the ledger's transaction_id index then grows at its right edge instead of
+  -- taking each insert to a random page (and, after a checkpoint, a full-page image with it).
+  v_tx_bytes bytea := overlay(uuid_send(gen_random_uuid())
+                        placing substring(int8send((date_part('epoch', v_now) * 1000)::bigint) from 3) from 1 for 6);
+  v_tx uuid := encode(set_byte(v_tx_bytes, 6, (get_byte(v_tx_bytes, 6) & 15) | 112), 'hex')::uuid;
   v_after bigint;
   v_threshold bigint;
   v_pool text;
@@ -3369,6 +3374,8 @@ declare
   v_quantities integer[] := '{}';
   v_metadatas jsonb[] := '{}';
   v_txs uuid[] := '{}';
+  v_ms bytea := substring(int8send((date_part('epoch', v_now) * 1000)::bigint) from 3);
+  v_tx_bytes bytea;
   v_catalog jsonb := '{}';
   v_available jsonb := '{}';
   v_heads jsonb := '{}';
@@ -3414,7 +3421,9 @@ begin
     v_costs := v_costs || v_cost;
     v_quantities := v_quantities || v_quantity;
     v_metadatas := v_metadatas || v_metadata;
-    v_txs := v_txs || gen_random_uuid();
+    -- Time-ordered transaction ids, as consume_credits makes them.
+    v_tx_bytes := overlay(uuid_send(gen_random_uuid()) placing v_ms from 1 for 6);
+    v_txs := v_txs || encode(set_byte(v_tx_bytes, 6, (get_byte(v_tx_bytes, 6) & 15) | 112), 'hex')::uuid;
   end loop;
 
   -- Every pool's head grant must cover the pool's whole share (the rows are locked already:
