@@ -4,7 +4,8 @@
 // idempotency key, as a signed-in member (PostgREST's role switch, claims and pre-request
 // check), and batches of 100; then over HTTP through PostgREST with autocannon. Each scenario
 // starts right after a checkpoint. Prints one table
-// (TPS, p50 and p99 latency, ratio to the ceiling at the same client count; after every
+// (TPS, p50 and p99 latency, ratio to the ceiling at the same client count, WAL bytes and
+// full-page images per call from pg_stat_wal; after every
 // scenario, whether any balance went negative and whether the ledger reconciles), then the
 // credits-performance targets with what this run measured, pass or miss.
 //
@@ -53,10 +54,17 @@ const SCENARIOS = [
     sql: 'select public.consume_credits_batch(bench.org_id(:o), bench.batch_100());' },
 ];
 
-async function run(script, clients) {
+// pg_stat_wal is cluster-wide: between two readings it counts what the scenario's sessions
+// wrote (nothing else runs during the benchmark but its own checks, which write nothing).
+const walNow = async (sql) => (await sql`select wal_bytes::float8 as bytes, wal_fpi::float8 as fpi from pg_stat_wal`)[0];
+
+async function run(sql, script, clients) {
+  const before = await walNow(sql);
   const { tps, failed, txs } = await pgbench(script, { clients, seconds: SECONDS });
+  const after = await walNow(sql);
   const latencies = txs.map((t) => t.ms);
-  return { tps, failed, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+  return { tps, failed, p50: percentile(latencies, 50), p99: percentile(latencies, 99),
+    walPerTx: (after.bytes - before.bytes) / txs.length, fpiPerTx: (after.fpi - before.fpi) / txs.length };
 }
 
 async function check(sql) {
@@ -118,7 +126,7 @@ try {
         // Each scenario starts right after a checkpoint, so full-page writes count as they do
         // in production (every page's first change after a checkpoint is logged whole).
         await sql`checkpoint`;
-        const result = await run(`${pick[where]}\n${scenario.sql}`, clients);
+        const result = await run(sql, `${pick[where]}\n${scenario.sql}`, clients);
         if (scenario.ceiling) ceilings[`${where}/${clients}`] = result.tps;
         const ok = await check(sql);
         const clean = ok.negative === 0 && ok.unreconciled === 0 && result.failed === 0;
@@ -139,10 +147,10 @@ try {
   await sql.end();
 }
 
-const header = '| scenario | rows | clients | TPS | p50 ms | p99 ms | ratio to ceiling | balances ≥ 0, ledger reconciles |';
-console.log(`\n${header}\n|---|---|---:|---:|---:|---:|---:|---|`);
+const header = '| scenario | rows | clients | TPS | p50 ms | p99 ms | ratio to ceiling | WAL bytes / call | full-page images / call | balances ≥ 0, ledger reconciles |';
+console.log(`\n${header}\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|`);
 for (const r of rows) {
-  console.log(`| ${r.scenario} | ${r.where} | ${r.clients} | ${Math.round(r.tps)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.ratio.toFixed(2)} | ${r.check} |`);
+  console.log(`| ${r.scenario} | ${r.where} | ${r.clients} | ${Math.round(r.tps)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.ratio.toFixed(2)} | ${Math.round(r.walPerTx)} | ${r.fpiPerTx.toFixed(3)} | ${r.check} |`);
 }
 // The targets of the credits-performance issue, each with what this run measured.
 const find = (name, where, clients) => rows.find((r) => r.scenario.startsWith(name) && r.where === where && r.clients === clients);
