@@ -3123,19 +3123,18 @@ begin
         -- for that stripe.
         select (select o.stripe from (
                   select c.stripe from public.credit_balance_stripes c
-                  where c.organization_id = p_organization_id and c.pool_key = v_pool
+                  where c.organization_id = p_organization_id and c.pool_key = v_pool and c.stripe <= b.stripes
                     and c.remaining >= v_cost and c.expires_at > v_now
-                    -- Any grant of the pool past its expiry: the general path sweeps it first.
-                    and (select b.next_expiry_at from public.credit_balances b
-                         where b.organization_id = p_organization_id and b.pool_key = v_pool) > v_now
                   order by pg_catalog.hashint4(c.stripe + pg_catalog.pg_backend_pid())
                   offset 0  -- sorted first, then tried one by one
                 ) o
                 where pg_catalog.pg_try_advisory_xact_lock(
                   pg_catalog.hashtext('credit_stripe:' || p_organization_id::text || ':' || v_pool), o.stripe)
                 limit 1),
-               exists (select 1 from public.credit_balance_stripes c
-                       where c.organization_id = p_organization_id and c.pool_key = v_pool)
+               b.stripes > 1
+        from public.credit_balances b
+        -- Any grant of the pool past its expiry: no row, and the general path sweeps it first.
+        where b.organization_id = p_organization_id and b.pool_key = v_pool and b.next_expiry_at > v_now
         into v_stripe, v_striped;
         if v_stripe is not null then
           -- v_after: the pool's total as this statement saw it, less the cost.
@@ -3877,7 +3876,7 @@ begin
   -- the fullest one, read again once it is ours.
   select s.stripe into v_number from (
     select c.stripe from public.credit_balance_stripes c
-    where c.organization_id = p_organization_id and c.pool_key = p_pool
+    where c.organization_id = p_organization_id and c.pool_key = p_pool and c.stripe <= v_balance.stripes
     order by c.remaining desc, c.stripe
     offset 0
   ) s
@@ -9527,10 +9526,11 @@ begin
   if not exists (select 1 from public.credit_pools p where p.key = p_pool) then
     perform private.raise('pool_not_found', format('No credit pool %L.', p_pool));
   end if;
-  -- Gathers the current stripes (the pool's balance is all in the shared row after it).
+  -- Gathers the current stripes (the pool's balance is all in the shared row after it). Rows
+  -- of stripes past the new count stay, empty and unused (no call pays from or refills a
+  -- stripe past credit_balances.stripes): deleting them would wait for calls that hold such a
+  -- row while they wait for the pool's row, which this holds.
   v_pools := private.open_credit_pools(p_organization_id, array[p_pool], v_now);
-  delete from public.credit_balance_stripes s
-  where s.organization_id = p_organization_id and s.pool_key = p_pool and (s.stripe > p_stripes or p_stripes = 1);
   insert into public.credit_balance_stripes (organization_id, pool_key, stripe)
   select p_organization_id, p_pool, n from generate_series(1, p_stripes) as n
   where p_stripes > 1
@@ -13858,7 +13858,7 @@ CREATE TABLE public.credit_balance_stripes (
 -- Name: TABLE credit_balance_stripes; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TABLE public.credit_balance_stripes IS 'Parts of a striped pool''s balance that concurrent calls pay from without taking turns on the pool''s credit_balances row (set_credit_stripes).';
+COMMENT ON TABLE public.credit_balance_stripes IS 'Parts of a striped pool''s balance that concurrent calls pay from without taking turns on the pool''s credit_balances row (set_credit_stripes). Only stripes 1 to credit_balances.stripes are in use; rows past it stay empty.';
 
 
 --

@@ -148,6 +148,35 @@ describe('a striped pool under parallel connections', () => {
     await expectReconciled(sql, org);
   });
 
+  it('keeps the balance whole while the stripes are changed under racing consumers', { timeout: 60000 }, async () => {
+    const org = await stripedOrg(8);
+    const stop = watch(org);
+    const calls = Array.from({ length: 240 }, (_, i) => settle(consume(org, i % 4 === 0 ? 'automation_run' : 'ai_chat')));
+    // Meanwhile the operator restripes the pool: off, back on with fewer stripes, then more.
+    const changes: unknown[] = [];
+    for (const stripes of [1, 4, 16, 2]) {
+      await sleep(15);
+      changes.push(await settle(sql`select public.set_credit_stripes(${org}, 'ai', ${stripes})`));
+    }
+    const results = await Promise.all(calls);
+    const seen = await stop();
+
+    expect(changes.filter((c) => (c as { error?: unknown }).error)).toEqual([]);
+    expect(results.filter((r) => r.error).map((r) => r.error)).toEqual([]);
+    const spent = results.map((r) => r.value!).filter((r) => r.success).reduce((sum, r) => sum + r.consumed!.ai, 0);
+    // 180 calls of 1 credit and 60 of 2: 300 of the 400, so none is refused.
+    expect(spent).toBe(300);
+    expect((await getBalances(sql, org)).ai.available).toBe(START - 300);
+    // Two stripes in use at the end; the rows of stripes 3 to 16 stay, and hold nothing.
+    const [{ stripes, beyond }] = await sql<{ stripes: number; beyond: number }[]>`
+      select b.stripes, (select coalesce(sum(s.remaining), 0)::int from public.credit_balance_stripes s
+                         where s.organization_id = b.organization_id and s.pool_key = b.pool_key and s.stripe > b.stripes) as beyond
+      from public.credit_balances b where b.organization_id = ${org} and b.pool_key = 'ai'`;
+    expect({ stripes, beyond }).toEqual({ stripes: 2, beyond: 0 });
+    expect(seen.problems).toEqual([]);
+    await expectReconciled(sql, org);
+  });
+
   it('lets a consumer pay from a stripe while another holds a different one', { timeout: 30000 }, async () => {
     const org = await stripedOrg(4);
     // Fill the stripes: a few calls on separate sessions refill one stripe each.

@@ -227,8 +227,8 @@ select tests.authenticate_as_service_role();
 select is(public.set_credit_stripes(:'acme', 'ai', 1), '{"pool": "ai", "stripes": 1}'::jsonb,
   'the service role sets Acme''s ai pool back to one stripe');
 select tests.reset_role();
-select is_empty(format($$ select 1 from public.credit_balance_stripes where organization_id = %L $$, :'acme'),
-  'Acme has no stripe rows left');
+select is_empty(format($$ select 1 from public.credit_balance_stripes where organization_id = %L and remaining <> 0 $$, :'acme'),
+  'Acme''s stripe rows hold nothing any more (they stay, unused)');
 select results_eq(format($$ select pool_key, stripes, available, head_remaining, next_expiry_at from public.credit_balances where organization_id = %L order by pool_key $$, :'acme'),
   format($$ select pool_key, stripes, available, head_remaining, next_expiry_at from public.credit_balances where organization_id = %L order by pool_key $$, :'twin'),
   'its balance rows hold the whole balance again, exactly as the twin''s do');
