@@ -1,8 +1,8 @@
 // Striped pools under real parallel connections: one organization's pool spread over stripes
 // (set_credit_stripes), consumed by 24 connections at once until it is empty. What must hold:
 // never more charged than there was, no refusal while the pool's whole balance covers the
-// request, exactly one low-balance and one depleted event, no deadlock with batches and grants
-// racing the consumers, and the ledger reconciling at every moment.
+// request, exactly one low-balance and one depleted event, no deadlock with batches, grants,
+// reservations or a restriping racing the consumers, and the ledger reconciling at every moment.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectionPool, sql } from '../support/db.ts';
 import { deleteOrganizations, insertOrganization } from '../support/organizations.ts';
@@ -173,6 +173,53 @@ describe('a striped pool under parallel connections', () => {
                          where s.organization_id = b.organization_id and s.pool_key = b.pool_key and s.stripe > b.stripes) as beyond
       from public.credit_balances b where b.organization_id = ${org} and b.pool_key = 'ai'`;
     expect({ stripes, beyond }).toEqual({ stripes: 2, beyond: 0 });
+    expect(seen.problems).toEqual([]);
+    await expectReconciled(sql, org);
+  });
+
+  it('races stripe payers against reservations and grants, which gather the stripes', { timeout: 60000 }, async () => {
+    const org = await stripedOrg(8);
+    const before = (await getBalances(sql, org)).ai.available;
+    type Reserved = { success: boolean; reservation_id?: string };
+    let consumed = 0;
+    let granted = 0;
+    const unexpected: unknown[] = [];
+    const attempt = async <T>(p: Promise<T>): Promise<T | undefined> => {
+      const r = await settle(p);
+      if (r.error) unexpected.push(r.error);
+      return r.value;
+    };
+    const worker = async (w: number) => {
+      for (let i = 0; i < 12; i++) {
+        const n = (w * 7 + i) % 6;
+        if (n === 0 && w % 4 === 0) {
+          await attempt(sql`select public.grant_credits(${org}, 'ai', 5, 'manual', null, 100)`);
+          granted += 5;
+        } else if (n === 1) {
+          // Hold 3, use 2 of them.
+          const [{ r }] = (await attempt(pool<{ r: Reserved }[]>`select public.reserve_credits(${org}, p_amounts => '{"ai": 3}'::jsonb) as r`)) ?? [{ r: { success: false } }];
+          if (!r.success) continue;
+          const c = await attempt(pool<{ r: ConsumeResult }[]>`select public.commit_reservation(${r.reservation_id!}, '{"ai": 2}'::jsonb) as r`);
+          consumed += c?.[0].r.consumed?.ai ?? 0;
+        } else if (n === 2) {
+          const [{ r }] = (await attempt(pool<{ r: Reserved }[]>`select public.reserve_credits(${org}, p_amounts => '{"ai": 2}'::jsonb) as r`)) ?? [{ r: { success: false } }];
+          if (r.success) await attempt(pool`select public.release_reservation(${r.reservation_id!})`);
+        } else {
+          const r = await attempt(consume(org, n === 3 ? 'automation_run' : 'ai_chat'));
+          if (r?.success) consumed += r.consumed!.ai;
+        }
+      }
+    };
+    const stop = watch(org);
+    await Promise.all(Array.from({ length: 24 }, (_, w) => worker(w)));
+    const seen = await stop();
+
+    expect(unexpected).toEqual([]);
+    expect(consumed).toBeGreaterThan(0);
+    const after = await getBalances(sql, org);
+    expect(after.ai.reserved).toBe(0);
+    expect(after.ai.available).toBe(before + granted - consumed);
+    expect(await ledgerSums(sql, org, 'consumption')).toEqual({ ai: -consumed });
     expect(seen.problems).toEqual([]);
     await expectReconciled(sql, org);
   });
