@@ -25,11 +25,27 @@
 -- - Two-pool actions and set-based batches on a striped pool take the general and the
 --   item-by-item paths (the latter still through the stripes).
 --
+-- Restriping (set_credit_stripes) gathers the stripes and keeps the rows of stripes past the new
+-- count, empty: credit_balances.stripes alone says which stripes are in use, and a pool with
+-- stripes = 1 is not striped whatever rows it has. Deleting them would wait for a call that
+-- holds such a row (see below) while it waits for the pool's row, which set_credit_stripes holds.
+--
+-- Time-ordered transaction ids: consume_credits and the set path of consume_credits_batch now
+-- make their ids in the layout of a version 7 UUID (the transaction's time in milliseconds,
+-- then 74 random bits), so that the ledger's credit_ledger_transaction_id_idx grows at its
+-- right edge instead of taking each insert to a random leaf page (and, after a checkpoint, a
+-- full-page image with it). Measured with a 1.5 million row ledger, 8 clients for 5 s right
+-- after a checkpoint: 0.28 full-page images and 2,146 bytes of WAL per call with random ids,
+-- 0.05 and 866 with time-ordered ones. The ids stay unique and opaque to callers.
+--
 -- Locks: a call paying from a stripe takes the stripe's advisory lock (a try: a stripe another
 -- call has is passed over), then its row by updating it, and holds no other lock unless it goes
--- on to the shared row; a stripe it could not pay from leaves it only the advisory lock, which
--- no one waits for. Refills and gathers take the shared row, then stripes. So a gather (shared
--- row, then every stripe with credits) waits only for calls that are paying and about to commit.
+-- on to the shared row. Only gathers change a stripe without its advisory lock; a call whose
+-- update met a stripe a gather had just drained keeps that row locked (an UPDATE locks the
+-- newest version before its re-check fails), but the row then holds nothing, and no gather
+-- waits for an empty stripe. Refills and gathers take the shared row, then stripes. So a gather
+-- (shared row, then every stripe with credits) waits only for calls that are paying and about
+-- to commit.
 -- A transaction that pays from a stripe in one statement and needs the shared row in a later
 -- one (two calls in one transaction) can still wait in a cycle with a gather; Postgres then
 -- aborts one of them. consume_credits_batch locks the shared rows first.
@@ -61,7 +77,7 @@ create table public.credit_balance_stripes (
   constraint credit_balance_stripes_valid check (stripe between 1 and 64 and remaining >= 0)
 );
 comment on table public.credit_balance_stripes is
-  'Parts of a striped pool''s balance that concurrent calls pay from without taking turns on the pool''s credit_balances row (set_credit_stripes).';
+  'Parts of a striped pool''s balance that concurrent calls pay from without taking turns on the pool''s credit_balances row (set_credit_stripes). Only stripes 1 to credit_balances.stripes are in use; rows past it stay empty.';
 comment on column public.credit_balance_stripes.organization_id is 'The organization.';
 comment on column public.credit_balance_stripes.pool_key is 'The pool.';
 comment on column public.credit_balance_stripes.stripe is 'The stripe''s number, 1 to the pool''s stripes.';
@@ -114,7 +130,7 @@ begin
   -- the fullest one, read again once it is ours.
   select s.stripe into v_number from (
     select c.stripe from public.credit_balance_stripes c
-    where c.organization_id = p_organization_id and c.pool_key = p_pool
+    where c.organization_id = p_organization_id and c.pool_key = p_pool and c.stripe <= v_balance.stripes
     order by c.remaining desc, c.stripe
     offset 0
   ) s
@@ -190,10 +206,11 @@ begin
   if not exists (select 1 from public.credit_pools p where p.key = p_pool) then
     perform private.raise('pool_not_found', format('No credit pool %L.', p_pool));
   end if;
-  -- Gathers the current stripes (the pool's balance is all in the shared row after it).
+  -- Gathers the current stripes (the pool's balance is all in the shared row after it). Rows
+  -- of stripes past the new count stay, empty and unused (no call pays from or refills a
+  -- stripe past credit_balances.stripes): deleting them would wait for calls that hold such a
+  -- row while they wait for the pool's row, which this holds.
   v_pools := private.open_credit_pools(p_organization_id, array[p_pool], v_now);
-  delete from public.credit_balance_stripes s
-  where s.organization_id = p_organization_id and s.pool_key = p_pool and (s.stripe > p_stripes or p_stripes = 1);
   insert into public.credit_balance_stripes (organization_id, pool_key, stripe)
   select p_organization_id, p_pool, n from generate_series(1, p_stripes) as n
   where p_stripes > 1
@@ -248,7 +265,12 @@ declare
   v_costs bigint[];
   v_hash text;
   v_result jsonb;
-  v_tx uuid := gen_random_uuid();
+  -- Time-ordered, laid out as a version 7 UUID (the transaction's time in milliseconds, then
+  -- random bits): the ledger's transaction_id index then grows at its right edge instead of
+  -- taking each insert to a random page (and, after a checkpoint, a full-page image with it).
+  v_tx_bytes bytea := overlay(uuid_send(gen_random_uuid())
+                        placing substring(int8send((date_part('epoch', v_now) * 1000)::bigint) from 3) from 1 for 6);
+  v_tx uuid := encode(set_byte(v_tx_bytes, 6, (get_byte(v_tx_bytes, 6) & 15) | 112), 'hex')::uuid;
   v_after bigint;
   v_threshold bigint;
   v_pool text;
@@ -344,19 +366,18 @@ begin
         -- for that stripe.
         select (select o.stripe from (
                   select c.stripe from public.credit_balance_stripes c
-                  where c.organization_id = p_organization_id and c.pool_key = v_pool
+                  where c.organization_id = p_organization_id and c.pool_key = v_pool and c.stripe <= b.stripes
                     and c.remaining >= v_cost and c.expires_at > v_now
-                    -- Any grant of the pool past its expiry: the general path sweeps it first.
-                    and (select b.next_expiry_at from public.credit_balances b
-                         where b.organization_id = p_organization_id and b.pool_key = v_pool) > v_now
                   order by pg_catalog.hashint4(c.stripe + pg_catalog.pg_backend_pid())
                   offset 0  -- sorted first, then tried one by one
                 ) o
                 where pg_catalog.pg_try_advisory_xact_lock(
                   pg_catalog.hashtext('credit_stripe:' || p_organization_id::text || ':' || v_pool), o.stripe)
                 limit 1),
-               exists (select 1 from public.credit_balance_stripes c
-                       where c.organization_id = p_organization_id and c.pool_key = v_pool)
+               b.stripes > 1
+        from public.credit_balances b
+        -- Any grant of the pool past its expiry: no row, and the general path sweeps it first.
+        where b.organization_id = p_organization_id and b.pool_key = v_pool and b.next_expiry_at > v_now
         into v_stripe, v_striped;
         if v_stripe is not null then
           -- v_after: the pool's total as this statement saw it, less the cost.
@@ -504,6 +525,8 @@ declare
   v_quantities integer[] := '{}';
   v_metadatas jsonb[] := '{}';
   v_txs uuid[] := '{}';
+  v_ms bytea := substring(int8send((date_part('epoch', v_now) * 1000)::bigint) from 3);
+  v_tx_bytes bytea;
   v_catalog jsonb := '{}';
   v_available jsonb := '{}';
   v_heads jsonb := '{}';
@@ -549,7 +572,9 @@ begin
     v_costs := v_costs || v_cost;
     v_quantities := v_quantities || v_quantity;
     v_metadatas := v_metadatas || v_metadata;
-    v_txs := v_txs || gen_random_uuid();
+    -- Time-ordered transaction ids, as consume_credits makes them.
+    v_tx_bytes := overlay(uuid_send(gen_random_uuid()) placing v_ms from 1 for 6);
+    v_txs := v_txs || encode(set_byte(v_tx_bytes, 6, (get_byte(v_tx_bytes, 6) & 15) | 112), 'hex')::uuid;
   end loop;
 
   -- Every pool's head grant must cover the pool's whole share (the rows are locked already:
