@@ -28,29 +28,29 @@ const BENCH_DIR = path.join(ROOT, 'sql/bench');
 // Each scenario is a pgbench script; "hot" hits organization 1, "spread" one of 1,000.
 const pick = { hot: '\\set o 1', spread: '\\set o random(1, 1000)' };
 const SCENARIOS = [
-  { name: 'ceiling: bare conditional UPDATE', ceiling: true,
+  { key: 'ceiling', name: 'ceiling: bare conditional UPDATE', ceiling: true,
     sql: 'update bench.bare_balances set available = available - 1 where organization_id = :o and available >= 1;' },
-  { name: 'naive: plpgsql lock, check, update, log',
+  { key: 'naive', name: 'naive: plpgsql lock, check, update, log',
     sql: "select bench.naive_consume(:o, 'ai_chat', 1);" },
-  { name: 'consume_credits_rpc, one pool',
+  { key: 'one', name: 'consume_credits_rpc, one pool',
     sql: "select public.consume_credits_rpc(bench.org_id(:o), 'ai_chat');" },
-  { name: 'consume_credits_rpc, two pools',
+  { key: 'two', name: 'consume_credits_rpc, two pools',
     sql: "select public.consume_credits_rpc(bench.org_id(:o), 'bench_ai_whatsapp_reply');" },
-  { name: 'consume_credits_rpc, idempotency key',
+  { key: 'key', name: 'consume_credits_rpc, idempotency key',
     sql: "\\set k random(1, 9000000000000000000)\nselect public.consume_credits_rpc(bench.org_id(:o), 'ai_chat', 1, 'bench-' || :client_id || '-' || :k);" },
   // As PostgREST runs it for a signed-in member: the claims, the role, the pre-request check,
   // then the call, in one transaction.
-  { name: 'consume_credits_rpc as a member (role, claims, pre-request check)',
+  { key: 'member', name: 'consume_credits_rpc as a member (role, claims, pre-request check)',
     // (the organization's id is read before the role switch: authenticated reaches no bench schema)
     sql: "begin;\nselect set_config('request.jwt.claims', bench.claims(:o), true), set_config('bench.org', bench.org_id(:o)::text, true);\n" +
       "set local role authenticated;\nselect public.check_request();\n" +
       "select public.consume_credits_rpc(current_setting('bench.org')::uuid, 'ai_chat');\ncommit;" },
   // One organization whose ai pool is striped (32 stripes, sql/bench/credits-setup.sql): the
   // agent fleet of one customer. Hot only, against the single-row ceiling.
-  { name: 'consume_credits_rpc, one pool, striped pool (32 stripes)', only: 'hot',
+  { key: 'striped', name: 'consume_credits_rpc, one pool, striped pool (32 stripes)', only: 'hot',
     sql: "select public.consume_credits_rpc(bench.org_id(1001), 'ai_chat');" },
   // 100 one-credit items per call: credits per second are 100 x its TPS.
-  { name: 'consume_credits_batch of 100', credits: 100,
+  { key: 'batch', name: 'consume_credits_batch of 100', credits: 100,
     sql: 'select public.consume_credits_batch(bench.org_id(:o), bench.batch_100());' },
 ];
 
@@ -132,7 +132,7 @@ try {
         const clean = ok.negative === 0 && ok.unreconciled === 0 && result.failed === 0;
         allChecksOk &&= clean;
         rows.push({
-          scenario: scenario.name, where, clients, ...result,
+          key: scenario.key, scenario: scenario.name, where, clients, ...result,
           ratio: result.tps / ceilings[`${where}/${clients}`],
           check: clean ? 'ok' : `FAIL (negative ${ok.negative}, unreconciled ${ok.unreconciled}, failed tx ${result.failed})`,
         });
@@ -153,15 +153,15 @@ for (const r of rows) {
   console.log(`| ${r.scenario} | ${r.where} | ${r.clients} | ${Math.round(r.tps)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.ratio.toFixed(2)} | ${Math.round(r.walPerTx)} | ${r.fpiPerTx.toFixed(3)} | ${r.check} |`);
 }
 // The targets of the credits-performance issue, each with what this run measured.
-const find = (name, where, clients) => rows.find((r) => r.scenario.startsWith(name) && r.where === where && r.clients === clients);
+const find = (key, where, clients) => rows.find((r) => r.key === key && r.where === where && r.clients === clients);
 const targets = [];
 for (const clients of CLIENTS) {
   for (const where of ['hot', 'spread']) {
-    const one = find('consume_credits_rpc, one pool', where, clients);
+    const one = find('one', where, clients);
     const naive = find('naive', where, clients);
-    const key = find('consume_credits_rpc, idempotency key', where, clients);
-    const two = find('consume_credits_rpc, two pools', where, clients);
-    const batch = find('consume_credits_batch', where, clients);
+    const key = find('key', where, clients);
+    const two = find('two', where, clients);
+    const batch = find('batch', where, clients);
     const needed = Math.max(naive.ratio, 0.75);
     targets.push(
       { target: 'one pool: at least the naive baseline and 0.75 of the ceiling', where, clients,
@@ -178,7 +178,7 @@ for (const t of targets) {
   console.log(`| ${t.target} | ${t.where} | ${t.clients} | ${t.measured.toFixed(2)} | ${t.needed.toFixed(2)} | ${t.measured >= t.needed ? 'pass' : 'MISS'} |`);
 }
 for (const clients of CLIENTS) {
-  const striped = find('consume_credits_rpc, one pool, striped', 'hot', clients);
+  const striped = find('striped', 'hot', clients);
   const ceiling = find('ceiling', 'hot', clients);
   const needed = { 8: 2.5, 32: 3 }[clients];
   const ratio = striped.tps / ceiling.tps;
@@ -193,7 +193,7 @@ if (http) {
   console.log('| through PostgREST: consume at least 0.9 of a read-only RPC\'s requests per second | | 8, 32 | not measured (PostgREST is not up: npm run stack:up) | | MISS |');
 }
 const member = CLIENTS.map((c) => ['hot', 'spread'].map((w) =>
-  `${w}/${c} ${(find('consume_credits_rpc as a member', w, c).tps / find('consume_credits_rpc, one pool', w, c).tps).toFixed(2)}`).join(', ')).join('; ');
+  `${w}/${c} ${(find('member', w, c).tps / find('one', w, c).tps).toFixed(2)}`).join(', ')).join('; ');
 console.log(`\nas a member (role switch, claims, pre-request check) relative to the service role's call: ${member}`);
 
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';

@@ -98,7 +98,9 @@ describe('a striped pool under parallel connections', () => {
     await Promise.all([grant, ...singleCalls, ...batchCalls]);
     expect((await getBalances(sql, org)).ai.available).toBeGreaterThan(THRESHOLD);
     for (let i = 50; i < 360; i++) call(i);
-    const results = [...(await Promise.all(singleCalls)), ...(await Promise.all(batchCalls)), (await grant) as { error?: unknown }];
+    const singleResults = await Promise.all(singleCalls);
+    const batchResults = await Promise.all(batchCalls);
+    const results = [...singleResults, ...batchResults, (await grant) as { error?: unknown }];
     // Then one credit at a time until the pool is empty.
     const tail: ConsumeResult[] = [];
     for (;;) {
@@ -111,8 +113,8 @@ describe('a striped pool under parallel connections', () => {
     // No error at all: no deadlock (40P01), no lock timeout.
     expect(results.filter((r) => r.error).map((r) => r.error)).toEqual([]);
     const singles: ConsumeResult[] = [
-      ...(await Promise.all(singleCalls)).map((r) => r.value!),
-      ...(await Promise.all(batchCalls)).flatMap((r) => r.value!),
+      ...singleResults.map((r) => r.value!),
+      ...batchResults.flatMap((r) => r.value!),
       ...tail,
     ];
     expect(singles).toHaveLength(360 - 9 + 9 * 5 + tail.length);
