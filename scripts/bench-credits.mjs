@@ -32,6 +32,10 @@ const SCENARIOS = [
     sql: 'update bench.bare_balances set available = available - 1 where organization_id = :o and available >= 1;' },
   { key: 'naive', name: 'naive: plpgsql lock, check, update, log',
     sql: "select bench.naive_consume(:o, 'ai_chat', 1);" },
+  // Only the hot path's two writes (balance row, ledger row), nothing checked: the floor of this
+  // design, to show what bounds the one-pool target (sql/bench/credits-setup.sql).
+  { key: 'floor', name: 'floor: the balance update and ledger insert alone',
+    sql: 'select bench.consume_floor(bench.org_id(:o));' },
   { key: 'one', name: 'consume_credits_rpc, one pool',
     sql: "select public.consume_credits_rpc(bench.org_id(:o), 'ai_chat');" },
   { key: 'two', name: 'consume_credits_rpc, two pools',
@@ -159,13 +163,14 @@ for (const clients of CLIENTS) {
   for (const where of ['hot', 'spread']) {
     const one = find('one', where, clients);
     const naive = find('naive', where, clients);
+    const floor = find('floor', where, clients);
     const key = find('key', where, clients);
     const two = find('two', where, clients);
     const batch = find('batch', where, clients);
     const needed = Math.max(naive.ratio, 0.75);
     targets.push(
-      { target: 'one pool: at least the naive baseline and 0.75 of the ceiling', where, clients,
-        measured: one.ratio, needed },
+      { target: `one pool: at least the naive baseline and 0.75 of the ceiling (its two writes alone: ${floor.ratio.toFixed(2)})`,
+        where, clients, measured: one.ratio, needed },
       { target: 'idempotency key: at least 0.85 of the call without one', where, clients, measured: key.tps / one.tps, needed: 0.85 },
       { target: 'two pools: at least 0.6 of one pool', where, clients, measured: two.tps / one.tps, needed: 0.6 },
       { target: 'batch of 100: at least 10x the credits per second of single calls', where, clients,
@@ -182,7 +187,9 @@ for (const clients of CLIENTS) {
   const ceiling = find('ceiling', 'hot', clients);
   const needed = { 8: 2.5, 32: 3 }[clients];
   const ratio = striped.tps / ceiling.tps;
-  console.log(`| striped pool of one hot organization: ${needed ? `at least ${needed}x` : 'relative to'} the single-row ceiling | hot | ${clients} | ${ratio.toFixed(2)} | ${needed ? needed.toFixed(2) : ''} | ${needed ? (ratio >= needed ? 'pass' : 'MISS') : '(no target)'} |`);
+  // What bounds it: the same call with no row shared at all (one pool, spread over 1,000 organizations).
+  const unshared = find('one', 'spread', clients).tps / ceiling.tps;
+  console.log(`| striped pool of one hot organization: ${needed ? `at least ${needed}x` : 'relative to'} the single-row ceiling (the same call sharing no row: ${unshared.toFixed(2)}x) | hot | ${clients} | ${ratio.toFixed(2)} | ${needed ? needed.toFixed(2) : ''} | ${needed ? (ratio >= needed ? 'pass' : 'MISS') : '(no target)'} |`);
 }
 if (http) {
   for (const h of http) {

@@ -2205,7 +2205,7 @@ CREATE FUNCTION private.check_idempotency_key(p_key text) RETURNS text
     SET search_path TO ''
     AS $_$
 begin
-  if p_key is not null and p_key !~ '^[A-Za-z0-9_.:-]{1,255}$' then
+  if p_key is not null and (length(p_key) > 255 or p_key !~ '^[A-Za-z0-9_.:-]+$') then
     perform private.raise('invalid_idempotency_key', 'An idempotency key is 1 to 255 letters, digits, and _ . : - characters.');
   end if;
   return p_key;
@@ -3048,7 +3048,7 @@ begin
   if jsonb_typeof(v_metadata) <> 'object' or octet_length(v_metadata::text) > 8192 then
     perform private.raise('invalid_metadata', 'p_metadata must be a JSON object of at most 8 KB.');
   end if;
-  if p_idempotency_key is not null and p_idempotency_key !~ '^[A-Za-z0-9_.:-]{1,255}$' then
+  if p_idempotency_key is not null and (length(p_idempotency_key) > 255 or p_idempotency_key !~ '^[A-Za-z0-9_.:-]+$') then
     perform private.raise('invalid_idempotency_key', 'An idempotency key is 1 to 255 letters, digits, and _ . : - characters.');
   end if;
 
@@ -10957,7 +10957,8 @@ begin
   -- deadlocking.
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('credit_key:' || p_organization_id::text || ':' || k.key, 0))
   from (select distinct i ->> 'idempotency_key' as key from jsonb_array_elements(p_items) i
-        where jsonb_typeof(i) = 'object' and i ->> 'idempotency_key' ~ '^[A-Za-z0-9_.:-]{1,255}$') k
+        where jsonb_typeof(i) = 'object' and length(i ->> 'idempotency_key') <= 255
+          and i ->> 'idempotency_key' ~ '^[A-Za-z0-9_.:-]+$') k
   order by k.key collate "C";
   perform private.lock_pools_of_actions(p_organization_id,
     array(select distinct i ->> 'action_type' from jsonb_array_elements(p_items) i where jsonb_typeof(i) = 'object'));

@@ -42,6 +42,41 @@ begin
 end
 $$;
 
+-- The floor of consume_credits_rpc's design: only the two writes of its hot path (the balance
+-- row's update and the ledger row, the same statement), with the action's cost given and
+-- nothing validated, looked up or authorized. No implementation that keeps a balance row and a
+-- ledger row per call can be cheaper than this, so it shows what bounds the one-pool target.
+create function bench.consume_floor(p_organization_id uuid)
+returns bigint
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_now timestamptz := now();
+  v_tx_bytes bytea := overlay(uuid_send(gen_random_uuid())
+                        placing substring(int8send((date_part('epoch', v_now) * 1000)::bigint) from 3) from 1 for 6);
+  v_tx uuid := encode(set_byte(v_tx_bytes, 6, (get_byte(v_tx_bytes, 6) & 15) | 112), 'hex')::uuid;
+  v_after bigint;
+begin
+  with debit as (
+    update public.credit_balances b
+    set available = b.available - 1, head_remaining = b.head_remaining - 1
+    where b.organization_id = p_organization_id and b.pool_key = 'ai'
+      and b.head_remaining >= 1 and b.next_expiry_at > v_now and b.stripes = 1
+    returning b.available, b.head_grant_id
+  ), entry as (
+    insert into public.credit_ledger (transaction_id, organization_id, pool_key, kind, amount, grant_id, action_key,
+                                      quantity, actor_id, actor_role, metadata, created_at)
+    select v_tx, p_organization_id, 'ai', 'consumption', -1, debit.head_grant_id, 'ai_chat',
+           1, null, 'service_role', '{}', v_now
+    from debit
+  )
+  select debit.available into v_after from debit;
+  return v_after;
+end
+$$;
+
 -- Real organizations for consume_credits_rpc, numbered 1..1000 with ids pgbench can build
 -- from the number (bench.org_id), each with a grant large enough never to run out during the
 -- run (drawn first: priority 0). Organization 1001, the same, has its ai pool striped (below).

@@ -6,7 +6,7 @@
 -- Cast: in Acme, olga is owner, adam admin, mia member, bill billing; sam is a stranger; pat a
 -- platform admin who is no member; the service role; anon (who may not even call the RPC).
 begin;
-select plan(16);
+select plan(22);
 
 select tests.create_user('olga@inlined.test');
 select tests.create_user('adam@inlined.test');
@@ -94,10 +94,25 @@ select throws_ok(format($$ select public.consume_credits_rpc(%L, 'ai_chat', 1, %
   '22023', 'invalid_idempotency_key', 'and refuses 256');
 select throws_ok(format($$ select public.consume_credits_rpc(%L, 'ai_chat', 1, 'a key') $$, :'acme_id'),
   '22023', 'invalid_idempotency_key', 'and a space');
+select throws_ok(format($$ select public.consume_credits_rpc(%L, 'ai_chat', 1, '') $$, :'acme_id'),
+  '22023', 'invalid_idempotency_key', 'and an empty key');
+select throws_ok(format($$ select public.consume_credits_rpc(%L, 'ai_chat', 1, %L) $$, :'acme_id', 'k' || chr(10)),
+  '22023', 'invalid_idempotency_key', 'and a key ending in a newline');
+select throws_ok(format($$ select public.consume_credits_rpc(%L, 'ai_chat', 1, 'clé') $$, :'acme_id'),
+  '22023', 'invalid_idempotency_key', 'and a letter outside ASCII');
+-- A batch: the item with a 256-character key fails alone, the one with 255 is charged.
+select is(
+  (select jsonb_agg(coalesce(r ->> 'error', 'ok')) from jsonb_array_elements(public.consume_credits_batch(:'acme_id',
+     jsonb_build_array(jsonb_build_object('action_type', 'ai_chat', 'idempotency_key', repeat('b', 256)),
+                       jsonb_build_object('action_type', 'ai_chat', 'idempotency_key', repeat('b', 255))))) r),
+  '["invalid_idempotency_key", "ok"]'::jsonb,
+  'a batch refuses the item with a 256-character key and charges the one with 255');
 select tests.reset_role();
 select is(private.check_idempotency_key(repeat('k', 255)), repeat('k', 255), 'private.check_idempotency_key takes 255');
 select throws_ok($$ select private.check_idempotency_key(repeat('k', 256)) $$, '22023', 'invalid_idempotency_key', 'and refuses 256');
 select throws_ok($$ select private.check_idempotency_key('a key') $$, '22023', 'invalid_idempotency_key', 'and a space');
+select throws_ok($$ select private.check_idempotency_key('') $$, '22023', 'invalid_idempotency_key', 'and an empty key');
+select is(private.check_idempotency_key('Ab9_.:-'), 'Ab9_.:-', 'and takes every allowed kind of character');
 select is(private.check_idempotency_key(null), null, 'no key is fine');
 
 select * from finish();
