@@ -10,6 +10,7 @@ delete from public.credit_overages where organization_id::text like '00000000-00
 delete from private.deleted_organizations where organization_id::text like '00000000-0000-4000-8000-%';
 select private.permit('purge', false);
 delete from public.credit_actions where key = 'bench_ai_whatsapp_reply';
+drop function if exists public.bench_consume_floor(uuid);
 drop schema if exists bench cascade;
 create schema bench;
 
@@ -77,6 +78,21 @@ begin
 end
 $$;
 
+-- The same floor as an RPC PostgREST serves, for the measurement over HTTP (only while the
+-- benchmark runs: teardown drops it).
+create function public.bench_consume_floor(p_organization_id uuid)
+returns bigint
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  return bench.consume_floor(p_organization_id);
+end
+$$;
+revoke all on function public.bench_consume_floor(uuid) from public, anon;
+grant execute on function public.bench_consume_floor(uuid) to authenticated;
+
 -- Real organizations for consume_credits_rpc, numbered 1..1000 with ids pgbench can build
 -- from the number (bench.org_id), each with a grant large enough never to run out during the
 -- run (drawn first: priority 0). Organization 1001, the same, has its ai pool striped (below).
@@ -129,3 +145,4 @@ insert into public.credit_action_costs (action_key, pool_key, amount) values
   ('bench_ai_whatsapp_reply', 'ai', 1), ('bench_ai_whatsapp_reply', 'whatsapp', 1);
 
 analyze;
+notify pgrst, 'reload schema';

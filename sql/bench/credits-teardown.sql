@@ -8,4 +8,6 @@ delete from public.credit_overages where organization_id in (select organization
 delete from private.deleted_organizations where organization_id in (select organization_id from bench.orgs);
 select private.permit('purge', false);
 delete from public.credit_actions where key = 'bench_ai_whatsapp_reply';
+drop function if exists public.bench_consume_floor(uuid);
 drop schema if exists bench cascade;
+notify pgrst, 'reload schema';
