@@ -2,7 +2,8 @@
 // (set_credit_stripes), consumed by 24 connections at once until it is empty. What must hold:
 // never more charged than there was, no refusal while the pool's whole balance covers the
 // request, exactly one low-balance and one depleted event, no deadlock with batches, grants,
-// reservations or a restriping racing the consumers, and the ledger reconciling at every moment.
+// reservations, a restriping or the organization's deletion racing the consumers, and the ledger
+// reconciling at every moment.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectionPool, sql } from '../support/db.ts';
 import { deleteOrganizations, insertOrganization } from '../support/organizations.ts';
@@ -224,6 +225,39 @@ describe('a striped pool under parallel connections', () => {
     expect(await ledgerSums(sql, org, 'consumption')).toEqual({ ai: -consumed });
     expect(seen.problems).toEqual([]);
     await expectReconciled(sql, org);
+  });
+
+  it('deletes the organization while its striped pool is consumed, without a deadlock', { timeout: 60000 }, async () => {
+    let paidDuringRace = 0;
+    let answeredAfterDeletion = 0;
+    for (let round = 0; round < 5; round++) {
+      const org = await stripedOrg(8);
+      // Fill some stripes first, so the deletion's cascade meets stripes that hold credits.
+      await Promise.all(Array.from({ length: 16 }, () => consume(org, 'ai_chat')));
+      const calls = Array.from({ length: 120 }, (_, i) => settle(consume(org, i % 3 === 0 ? 'automation_run' : 'ai_chat')));
+      await sleep(5 + round * 5);
+      const deleted = await settle(sql`delete from public.organizations where id = ${org}`);
+      const results = await Promise.all(calls);
+
+      expect(deleted.error).toBeUndefined();
+      expect(await sql`select 1 from public.organizations where id = ${org}`).toHaveLength(0);
+      expect(await sql`select 1 from public.credit_balance_stripes where organization_id = ${org}`).toHaveLength(0);
+      // Each call either paid before the deletion or was answered after it: never a deadlock
+      // (40P01) or a lock timeout, and any refusal a plain answer or an error of the catalogue.
+      const codes = results.filter((r) => r.error).map((r) => r.error!.code);
+      expect(codes.filter((c) => c === '40P01' || c === '55P03' || c === '57014')).toEqual([]);
+      for (const r of results) {
+        if (r.error) expect(r.error.code, r.error.message).toMatch(/^(22023|42501|PT4\d\d)$/);
+      }
+      // What was paid is in the ledger (money records outlive their organization).
+      const paid = results.filter((r) => r.value?.success).reduce((sum, r) => sum + r.value!.consumed!.ai, 0);
+      expect(await ledgerSums(sql, org, 'consumption')).toEqual({ ai: -(16 + paid) });
+      paidDuringRace += results.filter((r) => r.value?.success).length;
+      answeredAfterDeletion += results.filter((r) => !r.value?.success).length;
+    }
+    // The deletion did land in the middle of the calls.
+    expect(paidDuringRace).toBeGreaterThan(0);
+    expect(answeredAfterDeletion).toBeGreaterThan(0);
   });
 
   it('lets a consumer pay from a stripe while another holds a different one', { timeout: 30000 }, async () => {
