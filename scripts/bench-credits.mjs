@@ -37,7 +37,7 @@ const SCENARIOS = [
   // Only the hot path's two writes (balance row, ledger row), nothing checked: the floor of this
   // design, to show what bounds the one-pool target (sql/bench/credits-setup.sql).
   { key: 'floor', name: 'floor: the balance update and ledger insert alone',
-    sql: 'select bench.consume_floor(bench.org_id(:o));' },
+    sql: 'select public.bench_consume_floor(bench.org_id(:o));' },
   { key: 'one', name: 'consume_credits_rpc, one pool',
     sql: "select public.consume_credits_rpc(bench.org_id(:o), 'ai_chat');" },
   { key: 'two', name: 'consume_credits_rpc, two pools',
@@ -116,8 +116,7 @@ async function overHttp(db) {
       const failed = [readBefore, consume, floor, readAfter].reduce((sum, r) => sum + (r ? r.non2xx + r.errors : 0), 0);
       if (failed > 0) throw new Error(`HTTP scenario: ${failed} requests failed`);
       results.push({ striped: n === 1001, connections, read: (readBefore.requests.average + readAfter.requests.average) / 2,
-        consume: consume.requests.average, floor: floor?.requests.average,
-        p99: { read: Math.max(readBefore.latency.p99, readAfter.latency.p99), consume: consume.latency.p99 } });
+        consume: consume.requests.average, floor: floor?.requests.average });
       process.stderr.write('.');
     }
   }

@@ -47,7 +47,9 @@ $$;
 -- row's update and the ledger row, the same statement), with the action's cost given and
 -- nothing validated, looked up or authorized. No implementation that keeps a balance row and a
 -- ledger row per call can be cheaper than this, so it shows what bounds the one-pool target.
-create function bench.consume_floor(p_organization_id uuid)
+-- In public so that PostgREST serves it too, for the measurement over HTTP (only while the
+-- benchmark runs: teardown drops it).
+create function public.bench_consume_floor(p_organization_id uuid)
 returns bigint
 language plpgsql
 security definer
@@ -78,18 +80,6 @@ begin
 end
 $$;
 
--- The same floor as an RPC PostgREST serves, for the measurement over HTTP (only while the
--- benchmark runs: teardown drops it).
-create function public.bench_consume_floor(p_organization_id uuid)
-returns bigint
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  return bench.consume_floor(p_organization_id);
-end
-$$;
 revoke all on function public.bench_consume_floor(uuid) from public, anon;
 grant execute on function public.bench_consume_floor(uuid) to authenticated;
 
